@@ -1,0 +1,120 @@
+"""Settings: where state lives and the knobs of each stage.
+
+Every field has a default that runs on one laptop; environment variables override the
+data root (`DAILYMIX_HOME`) and the MLflow tracking URI (`MLFLOW_TRACKING_URI`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorldConfig(_Config):
+    """Size and shape of a synthetic world."""
+
+    seed: int = Field(7, description="Seed for every random draw of the generator.")
+    n_users: int = Field(300, ge=1, description="Number of listeners.")
+    n_tracks: int = Field(5000, ge=10, description="Catalog size.")
+    n_artists: int = Field(500, ge=1, description="Artists; each track has exactly one.")
+    n_genres: int = Field(12, ge=2, le=24, description="Genres drawn from a fixed vocabulary.")
+    n_moods: int = Field(6, ge=1, le=8, description="Moods drawn from a fixed vocabulary.")
+    history_days: int = Field(14, ge=1, description="Days of organic history before start_date.")
+    start_date: str = Field("2026-11-01", description="First day the platform publishes mixes (ISO).")
+    plays_per_day: float = Field(20.0, gt=0, description="Mean track starts per user per day.")
+    popularity_exponent: float = Field(1.1, gt=0, description="Zipf exponent of track popularity.")
+    max_taste_components: int = Field(4, ge=1, description="Most (genre, mood) cells in a user's taste.")
+
+
+class RerankConfig(_Config):
+    """Rules every published mix obeys."""
+
+    max_mixes: int = Field(6, ge=1, description="Most mixes per user; fewer for narrow tastes.")
+    tracks_per_mix: int = Field(30, ge=1, description="Slots per mix.")
+    min_discovery_share: float = Field(0.2, ge=0, le=1, description="Least share of never-played tracks.")
+    max_tracks_per_artist: int = Field(2, ge=1, description="Most tracks of one artist in a mix.")
+    exploration_rate: float = Field(0.1, ge=0, le=1, description="Share of slots filled by exploration (epsilon).")
+    min_cluster_share: float = Field(
+        0.08, ge=0, le=1, description="A taste cluster needs this share of recent plays to become a mix."
+    )
+
+
+class RetrievalConfig(_Config):
+    """Embeddings and the ANN index."""
+
+    factors: int = Field(32, ge=2, description="ALS embedding dimension.")
+    als_iterations: int = Field(15, ge=1, description="ALS sweeps.")
+    als_regularization: float = Field(0.05, ge=0, description="ALS L2 penalty.")
+    n_trees: int = Field(50, ge=1, description="Annoy trees.")
+    search_k: int = Field(-1, description="Annoy search_k; -1 means n_trees * k.")
+    candidates_per_cluster: int = Field(1000, ge=1, description="ANN neighbours fetched per taste cluster.")
+    recall_sample: int = Field(200, ge=1, description="Queries sampled to measure recall vs exact search.")
+    recent_days: int = Field(28, ge=1, description="History window for taste clusters.")
+
+
+class TrainingConfig(_Config):
+    """Ranker training."""
+
+    window_days: int = Field(28, ge=1, description="Days of events in the training set.")
+    max_iter: int = Field(200, ge=1, description="Boosting iterations.")
+    learning_rate: float = Field(0.1, gt=0, description="Boosting learning rate.")
+    max_leaf_nodes: int = Field(31, ge=2, description="Leaves per tree.")
+    propensity_clip: float = Field(20.0, ge=1, description="Cap on inverse-propensity weights.")
+    holdout_days: int = Field(2, ge=0, description="Last days of the window held out for evaluation.")
+
+
+class Settings(_Config):
+    """All settings of one Daily Mix installation."""
+
+    home: Path = Field(description="Data root: every file the platform writes lives under it.")
+    seed: int = Field(7, description="Seed of every stochastic stage (clusters, exploration, ALS).")
+    n_shards: int = Field(4, ge=1, description="Nightly scoring shards.")
+    max_bad_row_share: float = Field(0.01, ge=0, le=1, description="Ingest fails above this quarantined share.")
+    mlflow_tracking_uri: str = Field("", description="MLflow tracking URI; default: SQLite under home.")
+    model_name: str = Field("dailymix-ranker", description="Registered model name in MLflow.")
+    experiment_name: str = Field("dailymix", description="MLflow experiment.")
+    world: WorldConfig = WorldConfig()
+    rerank: RerankConfig = RerankConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return str(self.home / "mlruns" / "artifacts")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DAILYMIX_HOME") or PROJECT_ROOT / ".dailymix").resolve()
+
+
+def load_settings(home: Path | str | None = None) -> Settings:
+    """Settings for a data root: `home/settings.json` if present, else defaults."""
+    root = Path(home).resolve() if home else default_home()
+    saved = root / "settings.json"
+    if saved.exists():
+        settings = Settings.model_validate_json(saved.read_text())
+        settings = settings.model_copy(update={"home": root})
+    else:
+        settings = Settings(home=root)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        settings = settings.model_copy(update={"mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"]})
+    return settings
+
+
+def save_settings(settings: Settings) -> Path:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "settings.json"
+    path.write_text(settings.model_dump_json(indent=2, exclude={"home"}))
+    return path
