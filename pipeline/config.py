@@ -6,6 +6,7 @@ data root (`DAILYMIX_HOME`) and the MLflow tracking URI (`MLFLOW_TRACKING_URI`).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -104,8 +105,7 @@ def load_settings(home: Path | str | None = None) -> Settings:
     root = Path(home).resolve() if home else default_home()
     saved = root / "settings.json"
     if saved.exists():
-        settings = Settings.model_validate_json(saved.read_text())
-        settings = settings.model_copy(update={"home": root})
+        settings = Settings.model_validate({**json.loads(saved.read_text()), "home": root})
     else:
         settings = Settings(home=root)
     if os.environ.get("MLFLOW_TRACKING_URI"):

@@ -1,0 +1,46 @@
+"""Shared wiring for the Daily Mix DAGs: assets, default arguments, the run's day.
+
+Kept light: only Airflow's SDK is imported here. Domain code is imported inside tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, get_current_context
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+DEFAULT_ARGS = {"owner": "dailymix", "retries": 2, "retry_delay": timedelta(minutes=1)}
+
+# What each DAG produces and the next one consumes. `extra["date"]` names the day produced.
+FEATURES = Asset(name="dailymix_features", uri="dailymix://features/online")
+RANKER = Asset(name="dailymix_ranker", uri="dailymix://models/ranker@champion")
+INDEX = Asset(name="dailymix_index", uri="dailymix://indexes/tracks")
+MIXES = Asset(name="dailymix_mixes", uri="dailymix://published/mixes")
+
+
+def run_day() -> str:
+    """The ISO day this run is for: its logical date, or the day carried by the asset event that triggered it."""
+    context = get_current_context()
+    if context.get("logical_date") is not None:
+        return context["logical_date"].strftime("%Y-%m-%d")
+    conf = context["dag_run"].conf or {}
+    if "date" in conf:
+        return str(conf["date"])
+    days = [event.extra["date"] for events in context["triggering_asset_events"].values() for event in events
+            if "date" in (event.extra or {})]
+    if not days:
+        raise ValueError("this run has no logical date, no conf['date'] and no triggering asset event with a date")
+    return max(days)
+
+
+def announce(asset: Asset, day: str, **extra) -> None:
+    """Attach the produced day (and any small facts) to the asset event this task emits."""
+    get_current_context()["outlet_events"][asset].extra = {"date": day, **extra}
+
+
+def settings():
+    from pipeline.config import load_settings
+
+    return load_settings()

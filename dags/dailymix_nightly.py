@@ -1,0 +1,59 @@
+"""
+### Daily Mix — nightly mixes (after each day's features)
+
+| step | what it does | output |
+|---|---|---|
+| `plan` | pins the champion model, its index and the feature version; splits active users into shards | `nightly/date=D/plan.json` |
+| `score` (mapped, one per shard) | per user: taste clusters → Annoy top-1000 per cluster → one batched ranker call → re-ranking (discovery quota, artist cap, exploration with propensities) | `nightly/date=D/shard-K.parquet` |
+| `publish` | checks every mix against the rules, writes the content-addressed mixes file and swaps the date's manifest atomically | `published/date=D/`, asset `dailymix_mixes` |
+
+**Runbook.** *publish failed with rule violations*: nothing was published; yesterday's mixes stay current.
+*A shard failed*: clear just that mapped task; shards are deterministic and idempotent. *Backfill a date*:
+`airflow dags test dailymix_nightly YYYY-MM-DD` rewrites that date only (the latest pointer never moves back).
+"""
+
+from __future__ import annotations
+
+from _dailymix import DEFAULT_ARGS, FEATURES, MIXES, START_DATE, announce, run_day, settings
+from airflow.sdk import dag, get_current_context, task
+
+
+@dag(
+    dag_id="dailymix_nightly",
+    schedule=[FEATURES],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["dailymix", "serving"],
+    doc_md=__doc__,
+)
+def dailymix_nightly():
+    @task
+    def plan() -> list[dict]:
+        from pipeline.nightly import plan as plan_night
+        from pipeline.nightly import shard_count
+
+        path = plan_night(settings(), run_day())
+        return [{"plan_path": path, "shard": shard} for shard in range(shard_count(path))]
+
+    @task(map_index_template="shard {{ task.op_kwargs['shard'] }}")
+    def score(plan_path: str, shard: int) -> dict:
+        from pipeline.nightly import score_shard
+
+        return {"plan_path": plan_path, "shard_path": score_shard(settings(), plan_path, shard)}
+
+    @task(outlets=[MIXES])
+    def publish(scored: list[dict]) -> dict:
+        from pipeline.publish import publish as publish_mixes
+
+        scored = list(scored)
+        manifest = publish_mixes(settings(), scored[0]["plan_path"], [s["shard_path"] for s in scored],
+                                 get_current_context()["run_id"])
+        announce(MIXES, manifest["date"], content_hash=manifest["content_hash"])
+        return manifest
+
+    publish(score.expand_kwargs(plan()))
+
+
+dailymix_nightly()

@@ -1,0 +1,56 @@
+"""
+### Daily Mix — retrain the ranker (weekly)
+
+| step | what it does | output |
+|---|---|---|
+| `training_data` | fits ALS track/user embeddings on the window; builds the point-in-time training set (Feast historical retrieval: features as of the start of each event's day), label = played without skip, weight = clipped inverse propensity | `models/training/date=D/` |
+| `fit_and_register` | fits a gradient-boosted ranker on all but the last days, evaluates AUC / log loss on them, logs params, metrics, embeddings and the model (with signature) to MLflow and registers a new version of `dailymix-ranker` | MLflow run + model version |
+| `promote` | scores the current champion on the same holdout; moves alias `champion` to the new version only if it is at least as good | alias `champion`, asset `dailymix_ranker` |
+
+**Runbook.** *Promotion rejected*: the version is registered and tagged `dailymix.promotion` with both AUCs;
+the champion keeps serving. *Roll back*: `mlflow` UI → Models → `dailymix-ranker` → set alias `champion` on
+the previous version, then trigger `dailymix_index` (its index is reused if it exists: same content hash).
+"""
+
+from __future__ import annotations
+
+from _dailymix import DEFAULT_ARGS, RANKER, START_DATE, announce, run_day, settings
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="dailymix_retrain",
+    schedule="@weekly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["dailymix", "training", "mlflow"],
+    doc_md=__doc__,
+)
+def dailymix_retrain():
+    @task
+    def training_data() -> str:
+        from pipeline.retrain import prepare_training_data
+
+        return prepare_training_data(settings(), run_day())
+
+    @task
+    def fit_and_register(directory: str) -> dict:
+        from pipeline.retrain import train_and_register
+
+        return train_and_register(settings(), run_day(), directory)
+
+    @task(outlets=[RANKER])
+    def promote(directory: str, candidate: dict) -> dict:
+        from pipeline.retrain import promote_if_better
+
+        decision = promote_if_better(settings(), directory, candidate)
+        announce(RANKER, run_day(), version=candidate["version"], promoted=decision["promoted"])
+        return decision
+
+    directory = training_data()
+    promote(directory, fit_and_register(directory))
+
+
+dailymix_retrain()

@@ -1,0 +1,132 @@
+"""`dailymix`: the command line of the platform."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import Settings, WorldConfig, load_settings, save_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.home)
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    """Generate a synthetic world and land its history as daily event files."""
+    from pipeline.paths import Layout
+    from pipeline.world import generate_world, history_days, write_world
+
+    settings = _settings(args)
+    overrides = {k: v for k, v in {"seed": args.seed, "n_users": args.users, "n_tracks": args.tracks,
+                                   "n_artists": args.artists, "history_days": args.days}.items() if v is not None}
+    world_config = settings.world.model_copy(update=overrides)
+    world_config = WorldConfig.model_validate(world_config.model_dump())
+    settings = settings.model_copy(update={"world": world_config})
+    save_settings(settings)
+    world = generate_world(world_config)
+    write_world(world, Layout(settings.home))
+    days = history_days(world_config)
+    print(f"world (seed {world_config.seed}) in {settings.home}: {len(world.users)} users, {len(world.catalog)} "
+          f"tracks, {world.catalog['artist_id'].nunique()} artists, {len(world.events)} events over "
+          f"{days[0]}..{days[-1]}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Validate one events file into the raw store; bad rows to quarantine."""
+    import pandas as pd
+
+    from pipeline.ingest import IngestError, ingest_file
+    from pipeline.paths import Layout
+    from pipeline.world import read_world
+
+    settings = _settings(args)
+    layout = Layout(settings.home)
+    threshold = args.max_bad_share if args.max_bad_share is not None else settings.max_bad_row_share
+    try:
+        report = ingest_file(Path(args.path), args.date, layout, read_world(layout).catalog,
+                             max_bad_row_share=threshold, as_of=pd.Timestamp.now(tz="UTC"))
+    except IngestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def cmd_mixes(args: argparse.Namespace) -> int:
+    """Show a user's published mixes."""
+    from pipeline.publish import user_mixes
+
+    try:
+        payload = user_mixes(_settings(args), args.user_id, args.date)
+    except LookupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"user {payload['user_id']} — {payload['date']} — {len(payload['mixes'])} mixes")
+    for mix in payload["mixes"]:
+        tracks = mix["tracks"]
+        discoveries = sum(t["discovery"] for t in tracks)
+        print(f"\n  {mix['title']}  ({len(tracks)} tracks, {discoveries} discoveries)  [{mix['mix_id']}]")
+        for t in tracks:
+            flag = "new" if t["discovery"] else "   "
+            print(f"    {t['position']:>2}. track {t['track_id']:>7}  artist {t['artist_id']:>5}  {t['genre']:<12} "
+                  f"{t['mood']:<12} {flag} {t['policy']:<7} p={t['propensity']:.3f}")
+    lineage = payload["mixes"][0]["lineage"] if payload["mixes"] else {}
+    print(f"\n  lineage: {lineage}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the default world and run every DAG through Airflow, then summarise."""
+    from pipeline.demo import run_demo
+
+    return run_demo(_settings(args).home, fresh=not args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
+    parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    world = sub.add_parser("world", help=cmd_world.__doc__)
+    world.add_argument("--seed", type=int)
+    world.add_argument("--users", type=int)
+    world.add_argument("--tracks", type=int)
+    world.add_argument("--artists", type=int)
+    world.add_argument("--days", type=int, help="days of history")
+    world.set_defaults(func=cmd_world)
+
+    ingest = sub.add_parser("ingest", help=cmd_ingest.__doc__)
+    ingest.add_argument("path", help="CSV, JSONL or Parquet file of play events")
+    ingest.add_argument("--date", required=True, help="the day (YYYY-MM-DD) the events belong to")
+    ingest.add_argument("--max-bad-share", type=float, help="fail above this quarantined share (default 0.01)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    mixes = sub.add_parser("mixes", help=cmd_mixes.__doc__)
+    mixes.add_argument("user_id", type=int)
+    mixes.add_argument("--date", help="publication date (default: latest)")
+    mixes.add_argument("--json", action="store_true", help="machine-readable output (stable contract)")
+    mixes.set_defaults(func=cmd_mixes)
+
+    demo = sub.add_parser("demo", help=cmd_demo.__doc__)
+    demo.add_argument("--keep", action="store_true", help="keep an existing data root instead of starting fresh")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The Feast feature repository: declarative definitions plus the infra settings of one data root.
+
+Offline store: Parquet partitions under `features/offline/<view>/date=D/`, one per day, so a
+rerun overwrites its day. Online store: SQLite (`features/online.db`). The definitions are
+code, applied by `apply_definitions`, so training and serving share them exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import schema as s
+from pipeline.config import Settings
+from pipeline.io import atomic_write_parquet
+
+log = logging.getLogger(__name__)
+os.environ.setdefault("FEAST_USAGE", "False")  # no telemetry from an embedded install
+
+PROJECT = "dailymix"
+USER_PROFILE = "user_profile"
+TRACK_STATS = "track_stats"
+USER_RECENT = "user_recent"
+VIEWS = (USER_PROFILE, TRACK_STATS, USER_RECENT)
+USER_FEATURES = ("genre_affinity", "mood_affinity", "plays", "skip_rate")
+TRACK_FEATURES = ("plays", "skip_rate")
+
+
+def offline_dir(settings: Settings, view: str) -> Path:
+    return settings.home / "features" / "offline" / view
+
+
+def definitions(settings: Settings) -> list:
+    """Entities and feature views (imported lazily: Feast is heavy)."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Array, Float32, Int64
+
+    # A listener; the join key of every user feature.
+    user = Entity(name="user", join_keys=[s.USER_ID], value_type=ValueType.INT64)
+    # A catalog track; the join key of every track feature.
+    track = Entity(name="track", join_keys=[s.TRACK_ID], value_type=ValueType.INT64)
+
+    def source(view: str) -> FileSource:
+        path = offline_dir(settings, view)
+        path.mkdir(parents=True, exist_ok=True)
+        return FileSource(name=f"{view}_source", path=str(path), timestamp_field=s.EVENT_TIMESTAMP)
+
+    # Taste and activity over the trailing window; one snapshot a day.
+    profile = FeatureView(
+        name=USER_PROFILE,
+        entities=[user],
+        ttl=timedelta(days=settings.training.window_days),
+        schema=[
+            Field(name="genre_affinity", dtype=Array(Float32), description="Share of completed plays per genre"),
+            Field(name="mood_affinity", dtype=Array(Float32), description="Share of completed plays per mood"),
+            Field(name="plays", dtype=Int64, description="Track starts in the window"),
+            Field(name="skip_rate", dtype=Float32, description="Share of starts skipped"),
+        ],
+        source=source(USER_PROFILE),
+    )
+    # Popularity and skip rate per track, shrunk toward the global rate.
+    stats = FeatureView(
+        name=TRACK_STATS,
+        entities=[track],
+        ttl=timedelta(days=settings.training.window_days),
+        schema=[
+            Field(name="plays", dtype=Int64, description="Starts in the window"),
+            Field(name="skip_rate", dtype=Float32, description="Shrunk share of starts skipped"),
+        ],
+        source=source(TRACK_STATS),
+    )
+    # The last 10 interactions; stale after a day.
+    recent = FeatureView(
+        name=USER_RECENT,
+        entities=[user],
+        ttl=timedelta(hours=24),
+        schema=[
+            Field(name="last_track_ids", dtype=Array(Int64), description="Last 10 tracks started"),
+            Field(name="last_skipped", dtype=Array(Int64), description="1 where that start was skipped"),
+        ],
+        source=source(USER_RECENT),
+    )
+    return [user, track, profile, stats, recent]
+
+
+def feature_store(settings: Settings):
+    """A FeatureStore over this data root, with the definitions applied."""
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    root = settings.home / "features"
+    root.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry=str(root / "registry.db"),
+        offline_store={"type": "file"},
+        online_store={"type": "sqlite", "path": str(root / "online.db")},
+        entity_key_serialization_version=3,
+        repo_path=str(root),
+    )
+    store = FeatureStore(config=config)
+    store.apply(definitions(settings))
+    return store
+
+
+def feature_version(settings: Settings, day: str) -> str:
+    """Names the feature definitions and the snapshot day a prediction used."""
+    digest = hashlib.sha256(repr([(v.name, v.schema, v.ttl) for v in definitions(settings)[2:]]).encode())
+    return f"{day}.{digest.hexdigest()[:8]}"
+
+
+def write_snapshots(settings: Settings, day: str, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Overwrite the day's partition of each offline view; return the paths."""
+    paths = {}
+    for view, frame in frames.items():
+        path = offline_dir(settings, view) / f"date={day}" / "part.parquet"
+        atomic_write_parquet(frame, path)
+        paths[view] = str(path)
+    return paths
+
+
+def materialize(settings: Settings, day: str) -> None:
+    """Load the snapshot that became valid at the end of `day` into the online store."""
+    start = pd.Timestamp(day, tz="UTC")
+    store = feature_store(settings)
+    store.materialize(start_date=start.to_pydatetime(), end_date=(start + pd.Timedelta(days=1)).to_pydatetime())
+
+
+def historical(settings: Settings, entity_df: pd.DataFrame, view: str, features: tuple[str, ...]) -> pd.DataFrame:
+    """Point-in-time join: each entity row gets the view's values as they were at its timestamp.
+
+    Rows with no snapshot in the TTL come back with nulls (Feast's file store drops them; we
+    re-attach them so no training row silently disappears).
+    """
+    store = feature_store(settings)
+    keyed = entity_df.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
+    refs = [f"{view}:{name}" for name in features]
+    joined = store.get_historical_features(entity_df=keyed, features=refs).to_df()
+    joined = joined.set_index("_row").reindex(range(len(keyed)))
+    return joined[list(features)].reset_index(drop=True)
+
+
+def online(settings: Settings, view: str, key: str, ids, features: tuple[str, ...], store=None) -> pd.DataFrame:
+    """Current online values for ids (one row per id, nulls where the store has none)."""
+    store = store or feature_store(settings)
+    rows = [{key: int(i)} for i in ids]
+    refs = [f"{view}:{name}" for name in features]
+    frame = store.get_online_features(features=refs, entity_rows=rows).to_df()
+    return frame[[key, *features]]
+

@@ -1,0 +1,211 @@
+"""Nightly generation: plan shards → score each shard → publish → metrics.
+
+A shard, per user: taste clusters from recent completed plays → ANN top-k per cluster →
+one batched ranker call → re-ranking into mixes. Shards are independent and deterministic,
+so they can run anywhere and be rerun at will.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import feature_store as fs
+from pipeline import registry
+from pipeline import schema as s
+from pipeline.ann import AnnoyIndex
+from pipeline.config import Settings
+from pipeline.embeddings import Embeddings
+from pipeline.features import TRACK_ROW, USER_ROW, pair_features, vocabulary, window_days
+from pipeline.indexing import index_dir, index_for_model
+from pipeline.ingest import read_raw_events
+from pipeline.io import atomic_write_json, atomic_write_parquet, read_json
+from pipeline.paths import Layout
+from pipeline.rerank import rerank_user
+from pipeline.taste import TasteCluster, taste_clusters
+from pipeline.world import read_world
+
+log = logging.getLogger(__name__)
+EXPLORE_POOL_PER_GENRE = 50  # most-played never-heard tracks per under-explored genre
+
+
+def plan(settings: Settings, day: str) -> str:
+    """Pin the model, index and feature versions for the night and split active users into shards."""
+    layout = Layout(settings.home)
+    model = registry.require_champion(settings)
+    index = index_for_model(settings, model.version)
+    events = read_raw_events(layout, window_days(day, settings.retrieval.recent_days))
+    users = np.sort(events[s.USER_ID].unique())
+    shards = [users[users % settings.n_shards == k].tolist() for k in range(settings.n_shards)]
+    payload = {
+        "date": day,
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_run_id": model.run_id,
+        "index_version": index["index_version"],
+        "feature_version": fs.feature_version(settings, day),
+        "shards": shards,
+    }
+    path = layout.nightly(day) / "plan.json"
+    atomic_write_json(payload, path)
+    log.info("plan %s: model v%s, index %s, %d users in %d shards", day, model.version, index["index_version"],
+             len(users), settings.n_shards)
+    return str(path)
+
+
+def shard_count(plan_path: str) -> int:
+    return len(read_json(Path(plan_path))["shards"])
+
+
+@dataclass
+class ShardContext:
+    """What every user of a shard needs, loaded once per shard."""
+
+    settings: Settings
+    day: str
+    catalog: pd.DataFrame
+    embeddings: Embeddings
+    index: AnnoyIndex
+    model: object
+    history: pd.DataFrame
+    users: pd.DataFrame  # online user_profile values, one row per shard user
+    tracks: pd.DataFrame  # online track_stats values, one row per catalog track
+
+    def __post_init__(self) -> None:
+        self.track_row = pd.Series(np.arange(len(self.tracks)), index=self.tracks[s.TRACK_ID].to_numpy())
+        self.track_plays = self.tracks.set_index(s.TRACK_ID)["plays"].astype(float)
+
+
+def score_shard(settings: Settings, plan_path: str, shard: int) -> str:
+    """Mixes for one shard's users, written to the night's staging area."""
+    night = read_json(Path(plan_path))
+    users = night["shards"][shard]
+    context = _load_context(settings, night, users)
+    rows = [_user_mixes(context, user, night) for user in users]
+    slots = pd.concat([r for r in rows if not r.empty] or [_empty_slots()], ignore_index=True)
+    path = Layout(settings.home).nightly(night["date"]) / f"shard-{shard:04d}.parquet"
+    atomic_write_parquet(slots, path)
+    log.info("shard %d: %d users, %d mixes, %d slots", shard, len(users),
+             slots[[s.USER_ID, s.MIX_INDEX]].drop_duplicates().shape[0], len(slots))
+    return str(path)
+
+
+def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardContext:
+    layout = Layout(settings.home)
+    day = night["date"]
+    catalog = read_world(layout).catalog
+    directory = index_dir(settings, night["index_version"])
+    embeddings = Embeddings.load(directory / "embeddings.npz")
+    model = registry.load_model(settings, registry.ModelRef(night["model_name"], night["model_version"],
+                                                            night["model_run_id"]))
+    history = read_raw_events(layout, window_days(day, settings.training.window_days * 2))
+    history = history.loc[history[s.USER_ID].isin(users)]
+    store = fs.feature_store(settings)
+    user_features = fs.online(settings, fs.USER_PROFILE, s.USER_ID, users, fs.USER_FEATURES, store)
+    track_features = fs.online(settings, fs.TRACK_STATS, s.TRACK_ID, catalog[s.TRACK_ID], fs.TRACK_FEATURES, store)
+    return ShardContext(settings, day, catalog, embeddings, AnnoyIndex.load(directory), model, history,
+                        user_features, track_features)
+
+
+def _user_mixes(ctx: ShardContext, user: int, night: dict) -> pd.DataFrame:
+    config = ctx.settings.rerank
+    history = ctx.history.loc[ctx.history[s.USER_ID] == user]
+    clusters = _clusters(ctx, history, user)
+    if not clusters:
+        return _empty_slots()
+    candidates = _candidates(ctx, clusters, history)
+    candidates[s.SCORE] = _score(ctx, user, candidates)
+    pool = _explore_pool(ctx, user, history)
+    rng = np.random.default_rng([ctx.settings.seed, int(pd.Timestamp(ctx.day).strftime("%Y%m%d")), user])
+    mixes = rerank_user(candidates, [c.title for c in clusters], pool, config, rng)
+    frames = [
+        mix.slots.assign(**{s.MIX_TITLE: mix.title, s.MIX_ID: f"{ctx.day}:{user}:{mix.index}"}) for mix in mixes
+    ]
+    if not frames:
+        return _empty_slots()
+    return pd.concat(frames, ignore_index=True).assign(
+        **{s.USER_ID: user, s.DATE: ctx.day, s.MODEL_VERSION: night["model_version"],
+           s.INDEX_VERSION: night["index_version"], s.FEATURE_VERSION: night["feature_version"]}
+    )[PUBLISHED_COLUMNS]
+
+
+def _clusters(ctx: ShardContext, history: pd.DataFrame, user: int) -> list[TasteCluster]:
+    recent_days = set(window_days(ctx.day, ctx.settings.retrieval.recent_days))
+    recent = history.loc[~history[s.SKIPPED] & history[s.TS].dt.strftime("%Y-%m-%d").isin(recent_days)]
+    plays = recent[[s.TRACK_ID]].merge(ctx.catalog[[s.TRACK_ID, s.GENRE, s.MOOD]], on=s.TRACK_ID)
+    return taste_clusters(plays, ctx.embeddings.item_factors, ctx.embeddings.item_row, ctx.settings.rerank,
+                          ctx.settings.seed)
+
+
+def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: pd.DataFrame) -> pd.DataFrame:
+    """ANN neighbours of each cluster's query, minus tracks the user keeps skipping."""
+    k = ctx.settings.retrieval.candidates_per_cluster
+    frames = []
+    for cluster_index, cluster in enumerate(clusters):
+        track_ids, similarity = ctx.index.query(cluster.query, k)
+        frames.append(pd.DataFrame({s.TRACK_ID: track_ids, "cluster": cluster_index, "retrieval_score": similarity}))
+    candidates = pd.concat(frames, ignore_index=True)
+    disliked = _disliked(history)
+    candidates = candidates.loc[~candidates[s.TRACK_ID].isin(disliked)]
+    known = set(history[s.TRACK_ID].tolist())
+    meta = ctx.catalog[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]]
+    return candidates.merge(meta, on=s.TRACK_ID, how="inner").assign(
+        **{s.DISCOVERY: lambda f: ~f[s.TRACK_ID].isin(known)}
+    )
+
+
+def _disliked(history: pd.DataFrame) -> set[int]:
+    """Tracks skipped at least twice and never played through: not eligible."""
+    per_track = history.groupby(s.TRACK_ID)[s.SKIPPED].agg(["sum", "all"])
+    return set(per_track.index[(per_track["sum"] >= 2) & per_track["all"]].tolist())
+
+
+def _score(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> np.ndarray:
+    """One batched ranker call for all of a user's candidates."""
+    user_pos = ctx.users.index[ctx.users[s.USER_ID] == user]
+    pairs = pd.DataFrame({
+        s.USER_ID: user,
+        s.TRACK_ID: candidates[s.TRACK_ID].to_numpy(),
+        "known": ~candidates[s.DISCOVERY].to_numpy(),
+        USER_ROW: int(user_pos[0]) if len(user_pos) else -1,
+        TRACK_ROW: ctx.track_row.reindex(candidates[s.TRACK_ID]).to_numpy(),
+    })
+    features = pair_features(pairs, ctx.users, ctx.tracks, ctx.catalog, ctx.embeddings.lookup(), ctx.day)
+    return ctx.model.predict_proba(features)[:, 1]
+
+
+def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.DataFrame:
+    """Never-played, most-played tracks of the genres the user listens to least."""
+    genres = vocabulary(ctx.catalog, s.GENRE)
+    row = ctx.users.loc[ctx.users[s.USER_ID] == user, "genre_affinity"]
+    affinity = np.asarray(row.iloc[0], dtype=float) if len(row) and row.iloc[0] is not None else np.zeros(len(genres))
+    order = np.argsort(affinity, kind="stable")
+    under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
+    unheard = ~ctx.catalog[s.TRACK_ID].isin(history[s.TRACK_ID])
+    pool = ctx.catalog.loc[ctx.catalog[s.GENRE].isin(under_explored) & unheard]
+    pool = pool.assign(_plays=pool[s.TRACK_ID].map(ctx.track_plays).fillna(0.0).to_numpy())
+    pool = pool.sort_values(["_plays", s.TRACK_ID], ascending=[False, True]).groupby(s.GENRE).head(
+        EXPLORE_POOL_PER_GENRE)
+    return pool[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].assign(**{s.DISCOVERY: True})
+
+
+PUBLISHED_COLUMNS = [
+    s.DATE, s.USER_ID, s.MIX_ID, s.MIX_INDEX, s.MIX_TITLE, s.POSITION, s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD,
+    s.DISCOVERY, s.POLICY, s.PROPENSITY, s.SCORE, s.MODEL_VERSION, s.INDEX_VERSION, s.FEATURE_VERSION,
+]
+
+
+def _empty_slots() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=DTYPES[column]) for column in PUBLISHED_COLUMNS})
+
+
+DTYPES = {
+    s.DATE: "object", s.USER_ID: "int64", s.MIX_ID: "object", s.MIX_INDEX: "int64", s.MIX_TITLE: "object",
+    s.POSITION: "int64", s.TRACK_ID: "int64", s.ARTIST_ID: "int64", s.GENRE: "object", s.MOOD: "object",
+    s.DISCOVERY: "bool", s.POLICY: "object", s.PROPENSITY: "float64", s.SCORE: "float64",
+    s.MODEL_VERSION: "object", s.INDEX_VERSION: "object", s.FEATURE_VERSION: "object",
+}

@@ -1,0 +1,77 @@
+"""MLflow: experiment runs, the `dailymix-ranker` registered model and its `champion` alias."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version and the run that trained it."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def client(settings: Settings):
+    """An MlflowClient on this installation's tracking store, with the experiment created."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    if mlflow.get_experiment_by_name(settings.experiment_name) is None:
+        Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
+        mlflow.create_experiment(settings.experiment_name, artifact_location=Path(settings.artifact_root).as_uri())
+    mlflow.set_experiment(settings.experiment_name)
+    return mlflow.MlflowClient()
+
+
+def champion(settings: Settings) -> ModelRef | None:
+    """The version the alias points at, or None before the first promotion."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        version = mlflow_client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    except MlflowException:
+        return None
+    return ModelRef(settings.model_name, str(version.version), version.run_id)
+
+
+def require_champion(settings: Settings) -> ModelRef:
+    ref = champion(settings)
+    if ref is None:
+        raise LookupError(f"no '{CHAMPION}' alias on {settings.model_name}: run the dailymix_retrain DAG first")
+    return ref
+
+
+def promote(settings: Settings, version: str) -> None:
+    client(settings).set_registered_model_alias(settings.model_name, CHAMPION, version)
+
+
+def load_model(settings: Settings, ref: ModelRef):
+    import mlflow.sklearn
+
+    client(settings)
+    return mlflow.sklearn.load_model(ref.uri)
+
+
+def download_artifact(settings: Settings, run_id: str, artifact_path: str, destination: Path | None = None) -> Path:
+    import mlflow
+
+    client(settings)
+    target = destination or Path(tempfile.mkdtemp(prefix="dailymix-"))
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(target)))

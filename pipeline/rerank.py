@@ -1,0 +1,178 @@
+"""Re-ranking: turn scored candidates into mixes that obey the platform's rules.
+
+Per mix: `tracks_per_mix` slots; `round(exploration_rate * slots)` of them explore (sampled
+from the user's under-explored genres), the rest exploit (the ranker's best, deterministic);
+at least `min_discovery_share` never-played tracks; at most `max_tracks_per_artist` per
+artist; no track in two mixes of a user. Every slot records its policy and its propensity:
+the probability this policy had of placing that track there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline import schema as s
+from pipeline.config import RerankConfig
+
+SLOT_COLUMNS = [s.MIX_INDEX, s.POSITION, s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD, s.DISCOVERY, s.POLICY,
+                s.PROPENSITY, s.SCORE]
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """The slots of one mix before it is published."""
+
+    index: int
+    title: str
+    slots: pd.DataFrame  # SLOT_COLUMNS, ordered by position
+
+
+def slot_counts(config: RerankConfig) -> tuple[int, int, int]:
+    """(exploration slots, exploitation slots, discoveries required among exploitation slots)."""
+    n_explore = round(config.exploration_rate * config.tracks_per_mix)
+    n_exploit = config.tracks_per_mix - n_explore
+    required = math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
+    return n_explore, n_exploit, max(0, required - n_explore)
+
+
+def explore_positions(n_explore: int, length: int) -> list[int]:
+    """Evenly spread exploration slots (0-based), e.g. 3 of 30 → 5, 15, 25."""
+    return [int((i + 0.5) * length / n_explore) for i in range(n_explore)]
+
+
+def _capped(ranked: pd.DataFrame, counts: dict[int, int], cap: int, limit: int) -> list[int]:
+    """Row labels of the best `limit` rows keeping each artist under `cap`; updates counts."""
+    chosen = []
+    for label, artist in zip(ranked.index, ranked[s.ARTIST_ID].to_numpy(), strict=True):
+        if len(chosen) == limit:
+            break
+        if counts.get(int(artist), 0) < cap:
+            counts[int(artist)] = counts.get(int(artist), 0) + 1
+            chosen.append(label)
+    return chosen
+
+
+def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame | None:
+    """Best-scored candidates under the artist cap, reserving room for required discoveries.
+
+    None when the candidates cannot fill the exploitation slots under the rules.
+    """
+    _, n_exploit, required = slot_counts(config)
+    ranked = candidates.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
+    counts: dict[int, int] = {}
+    discoveries = _capped(ranked.loc[ranked[s.DISCOVERY]], counts, config.max_tracks_per_artist, required)
+    if len(discoveries) < required:
+        return None
+    rest = _capped(ranked.drop(index=discoveries), counts, config.max_tracks_per_artist, n_exploit - required)
+    chosen = ranked.loc[discoveries + rest]
+    if len(chosen) < n_exploit:
+        return None
+    return chosen.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True]).assign(
+        **{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0}
+    )
+
+
+def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Sample n distinct artists uniformly from the pool, then one of each artist's tracks uniformly.
+
+    Propensity of a placed track = P(its artist drawn) × P(it drawn | artist) = n/A × 1/n_a.
+    """
+    if n_explore == 0 or pool.empty:
+        return pool.iloc[0:0].assign(**{s.POLICY: s.POLICY_EXPLORE, s.PROPENSITY: 1.0})
+    pool = pool.sort_values([s.ARTIST_ID, s.TRACK_ID])
+    artists = pool[s.ARTIST_ID].unique()
+    n = min(n_explore, len(artists))
+    drawn = rng.choice(artists, size=n, replace=False)
+    picks = []
+    for artist in drawn:
+        tracks = pool.loc[pool[s.ARTIST_ID] == artist]
+        row = tracks.iloc[[int(rng.integers(len(tracks)))]]
+        picks.append(row.assign(**{s.PROPENSITY: (n / len(artists)) * (1.0 / len(tracks))}))
+    return pd.concat(picks).assign(**{s.POLICY: s.POLICY_EXPLORE})
+
+
+def build_mix(index: int, title: str, exploit: pd.DataFrame, explore: pd.DataFrame,
+              config: RerankConfig) -> MixPlan:
+    """Interleave: exploration at evenly spread positions, exploitation in score order elsewhere."""
+    length = len(exploit) + len(explore)
+    explore_at = explore_positions(len(explore), length) if len(explore) else []
+    order, exploit_rows, explore_rows = [], iter(range(len(exploit))), iter(range(len(explore)))
+    for position in range(length):
+        if position in explore_at:
+            order.append(explore.iloc[[next(explore_rows)]])
+        else:
+            order.append(exploit.iloc[[next(exploit_rows)]])
+    slots = pd.concat(order, ignore_index=True)
+    slots[s.MIX_INDEX] = index
+    slots[s.POSITION] = np.arange(length)
+    return MixPlan(index=index, title=title, slots=slots[SLOT_COLUMNS])
+
+
+def rerank_user(
+    candidates: pd.DataFrame,
+    titles: list[str],
+    explore_pool: pd.DataFrame,
+    config: RerankConfig,
+    rng: np.random.Generator,
+) -> list[MixPlan]:
+    """All mixes of one user.
+
+    `candidates`: track_id, artist_id, genre, mood, discovery, score, cluster (index into titles),
+    already filtered for eligibility. `explore_pool`: never-played tracks of genres the user
+    under-explores (same columns but score/cluster unused). Clusters are filled in order, so the
+    user's main taste gets first pick of contested tracks.
+    """
+    n_explore, _, _ = slot_counts(config)
+    placed: set[int] = set()
+    mixes: list[MixPlan] = []
+    for cluster, title in enumerate(titles):
+        if len(mixes) == config.max_mixes:
+            break
+        own = candidates.loc[(candidates["cluster"] == cluster) & ~candidates[s.TRACK_ID].isin(placed)]
+        exploit = pick_exploit(own.drop_duplicates(s.TRACK_ID), config)
+        if exploit is None:
+            continue
+        taken = placed | set(exploit[s.TRACK_ID].tolist())
+        pool = explore_pool.loc[
+            ~explore_pool[s.TRACK_ID].isin(taken) & ~explore_pool[s.ARTIST_ID].isin(exploit[s.ARTIST_ID])
+        ]
+        explore = pick_explore(pool, n_explore, rng)
+        if len(explore) < n_explore:
+            continue  # the platform promises its exploration rate; a mix without it is not published
+        mix = build_mix(len(mixes), title, exploit, explore.assign(**{s.SCORE: np.nan}), config)
+        placed |= set(mix.slots[s.TRACK_ID].tolist())
+        mixes.append(mix)
+    return mixes
+
+
+def rule_violations(slots: pd.DataFrame, config: RerankConfig) -> list[str]:
+    """Every broken rule in published slots (user_id, mix_index, ...), as readable strings."""
+    problems: list[str] = []
+    n_explore, _, _ = slot_counts(config)
+    required = math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
+    for user, mixes in slots.groupby(s.USER_ID):
+        if mixes[s.MIX_INDEX].nunique() > config.max_mixes:
+            problems.append(f"user {user}: {mixes[s.MIX_INDEX].nunique()} mixes > {config.max_mixes}")
+        repeated = mixes[s.TRACK_ID].duplicated()
+        if repeated.any():
+            problems.append(f"user {user}: track {int(mixes.loc[repeated, s.TRACK_ID].iloc[0])} placed twice")
+        for mix, mix_slots in mixes.groupby(s.MIX_INDEX):
+            where = f"user {user} mix {mix}"
+            if len(mix_slots) != config.tracks_per_mix:
+                problems.append(f"{where}: {len(mix_slots)} tracks, expected {config.tracks_per_mix}")
+            if int(mix_slots[s.DISCOVERY].sum()) < required:
+                problems.append(f"{where}: {int(mix_slots[s.DISCOVERY].sum())} discoveries < {required}")
+            if mix_slots[s.ARTIST_ID].value_counts().max() > config.max_tracks_per_artist:
+                problems.append(f"{where}: more than {config.max_tracks_per_artist} tracks by one artist")
+            if int((mix_slots[s.POLICY] == s.POLICY_EXPLORE).sum()) != n_explore:
+                problems.append(f"{where}: {int((mix_slots[s.POLICY] == s.POLICY_EXPLORE).sum())} explore slots")
+            propensity = mix_slots[s.PROPENSITY]
+            if not ((propensity > 0) & (propensity <= 1)).all():
+                problems.append(f"{where}: propensity outside (0, 1]")
+            if sorted(mix_slots[s.POSITION]) != list(range(len(mix_slots))):
+                problems.append(f"{where}: positions are not 0..{len(mix_slots) - 1}")
+    return problems

@@ -1,0 +1,64 @@
+"""A user's listening split into taste clusters: one query vector and one mix each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline import schema as s
+from pipeline.ann import normalise
+from pipeline.config import RerankConfig
+
+
+@dataclass(frozen=True)
+class TasteCluster:
+    query: np.ndarray  # unit-length centroid of the cluster's track vectors
+    weight: float  # share of the user's recent plays in the cluster
+    genre: str  # dominant genre of the cluster's plays
+    mood: str  # dominant mood of the cluster's plays
+
+    @property
+    def title(self) -> str:
+        return f"{self.genre.title()} · {self.mood}"
+
+
+def number_of_clusters(genres: pd.Series, config: RerankConfig, n_distinct: int) -> int:
+    """One mix per genre holding at least `min_cluster_share` of plays: narrow tastes get fewer."""
+    shares = genres.value_counts(normalize=True)
+    broad = int((shares >= config.min_cluster_share).sum())
+    return max(1, min(broad, config.max_mixes, n_distinct))
+
+
+def taste_clusters(
+    plays: pd.DataFrame, item_vectors: np.ndarray, item_row: dict[int, int], config: RerankConfig, seed: int
+) -> list[TasteCluster]:
+    """KMeans over the embeddings of the tracks a user completed recently, weighted by plays.
+
+    `plays` has track_id, genre, mood (one row per completed play). Largest cluster first.
+    """
+    from sklearn.cluster import KMeans
+
+    plays = plays.loc[plays[s.TRACK_ID].isin(item_row.keys())]
+    if plays.empty:
+        return []
+    counts = plays.groupby(s.TRACK_ID).size()
+    vectors = normalise(item_vectors[[item_row[int(t)] for t in counts.index]])
+    k = number_of_clusters(plays[s.GENRE], config, len(counts))
+    labels = KMeans(n_clusters=k, random_state=seed, n_init=4).fit_predict(vectors, sample_weight=counts.to_numpy())
+    by_track = pd.Series(labels, index=counts.index)
+    plays = plays.assign(cluster=plays[s.TRACK_ID].map(by_track).to_numpy())
+    clusters = []
+    for label, members in plays.groupby("cluster"):
+        in_cluster = (labels == label)
+        centroid = np.average(vectors[in_cluster], axis=0, weights=counts.to_numpy()[in_cluster])
+        clusters.append(
+            TasteCluster(
+                query=normalise(centroid),
+                weight=len(members) / len(plays),
+                genre=str(members[s.GENRE].mode().sort_values().iloc[0]),
+                mood=str(members[s.MOOD].mode().sort_values().iloc[0]),
+            )
+        )
+    return sorted(clusters, key=lambda c: (-c.weight, c.genre, c.mood))
