@@ -44,8 +44,8 @@ def explore_positions(n_explore: int, length: int) -> list[int]:
     return [int((i + 0.5) * length / n_explore) for i in range(n_explore)]
 
 
-def _capped(ranked: pd.DataFrame, counts: dict[int, int], cap: int, limit: int) -> list[int]:
-    """Row labels of the best `limit` rows keeping each artist under `cap`; updates counts."""
+def _greedy(ranked: pd.DataFrame, counts: dict[int, int], cap: int, limit: int) -> list:
+    """Row labels of the best `limit` rows keeping each artist at most `cap` times; updates counts."""
     chosen = []
     for label, artist in zip(ranked.index, ranked[s.ARTIST_ID].to_numpy(), strict=True):
         if len(chosen) == limit:
@@ -57,21 +57,26 @@ def _capped(ranked: pd.DataFrame, counts: dict[int, int], cap: int, limit: int) 
 
 
 def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame | None:
-    """Best-scored candidates under the artist cap, reserving room for required discoveries.
+    """Best-scored candidates under the artist cap, with the discovery quota met.
 
-    None when the candidates cannot fill the exploitation slots under the rules.
+    First the best `required` discoveries; then the best of the rest, holding discoveries to
+    `max_discovery_share` of the mix while familiar candidates last. None when the candidates
+    cannot fill the exploitation slots under the rules.
     """
-    _, n_exploit, required = slot_counts(config)
+    n_explore, n_exploit, required = slot_counts(config)
+    most_discoveries = max(required, math.floor(config.max_discovery_share * config.tracks_per_mix) - n_explore)
     ranked = candidates.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
-    counts: dict[int, int] = {}
-    discoveries = _capped(ranked.loc[ranked[s.DISCOVERY]], counts, config.max_tracks_per_artist, required)
+    cap, counts = config.max_tracks_per_artist, {}
+    discoveries = _greedy(ranked.loc[ranked[s.DISCOVERY]], counts, cap, required)
     if len(discoveries) < required:
         return None
-    rest = _capped(ranked.drop(index=discoveries), counts, config.max_tracks_per_artist, n_exploit - required)
-    chosen = ranked.loc[discoveries + rest]
+    rest = ranked.drop(index=discoveries)
+    familiar = _greedy(rest.loc[~rest[s.DISCOVERY]], counts, cap, n_exploit - most_discoveries)
+    chosen = discoveries + familiar
+    chosen += _greedy(ranked.drop(index=chosen), counts, cap, n_exploit - len(chosen))
     if len(chosen) < n_exploit:
         return None
-    return chosen.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True]).assign(
+    return ranked.loc[chosen].sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True]).assign(
         **{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0}
     )
 

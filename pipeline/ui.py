@@ -1,0 +1,48 @@
+"""`make up`: the Airflow UI (standalone) and the MLflow UI over one data root, on localhost.
+
+Local development only: Airflow's simple auth manager runs with everyone as admin.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config import load_settings
+from pipeline.demo import airflow_env
+
+AIRFLOW_PORT = 8080
+MLFLOW_PORT = 5000
+
+
+def main(home: str) -> int:
+    root = Path(home).resolve()
+    settings = load_settings(root)
+    env = airflow_env(root) | {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+    }
+    binaries = Path(sys.executable).parent
+    processes = [
+        subprocess.Popen([str(binaries / "airflow"), "standalone"], env=env),
+        subprocess.Popen([str(binaries / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri,
+                          "--host", "127.0.0.1", "--port", str(MLFLOW_PORT)], env=env),
+    ]
+    print(f"Airflow UI  http://localhost:{AIRFLOW_PORT}   (DAGs: dailymix_*; data root {root})")
+    print(f"MLflow UI   http://localhost:{MLFLOW_PORT}    (experiment '{settings.experiment_name}', "
+          f"model '{settings.model_name}')")
+    print("Ctrl-C stops both.")
+    try:
+        for process in processes:
+            process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            process.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else str(load_settings().home)))
