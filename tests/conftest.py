@@ -1,0 +1,180 @@
+"""Shared fixtures: a fixed seed, small hand-built frames, and builders for events and candidates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import schema as s
+from pipeline.config import RerankConfig, Settings
+
+SEED = 1234
+DAY = "2026-11-01"
+
+
+@pytest.fixture
+def seed() -> int:
+    return SEED
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def rerank_config() -> RerankConfig:
+    """The defaults: 30 slots, epsilon 0.1, >= 20% discoveries, <= 2 tracks per artist, <= 6 mixes."""
+    return RerankConfig()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
+
+
+# --- events -------------------------------------------------------------------------------------------------------
+
+
+def make_events(rows: Sequence[tuple[int, int, str, bool]]) -> pd.DataFrame:
+    """A validated, organic event frame (schema.EVENT_DTYPES) from (user_id, track_id, ISO UTC ts, skipped) rows."""
+    frame = pd.DataFrame(
+        {
+            s.USER_ID: [r[0] for r in rows],
+            s.TRACK_ID: [r[1] for r in rows],
+            s.TS: pd.to_datetime([r[2] for r in rows], utc=True),
+            s.MS_PLAYED: [5_000 if r[3] else 180_000 for r in rows],
+            s.SKIPPED: [r[3] for r in rows],
+            s.MIX_ID: pd.NA,
+            s.POSITION: pd.NA,
+            s.POLICY: s.POLICY_ORGANIC,
+            s.PROPENSITY: 1.0,
+        }
+    )
+    return frame.astype(s.EVENT_DTYPES)[list(s.EVENT_COLUMNS)]
+
+
+@pytest.fixture
+def events_factory() -> Callable[[Sequence[tuple[int, int, str, bool]]], pd.DataFrame]:
+    return make_events
+
+
+@pytest.fixture
+def catalog() -> pd.DataFrame:
+    """Five tracks; genre vocabulary (sorted) = [jazz, pop, rock], mood vocabulary = [calm, happy]."""
+    return pd.DataFrame(
+        {
+            s.TRACK_ID: np.array([1, 2, 3, 4, 5], dtype="int64"),
+            s.TITLE: ["t1", "t2", "t3", "t4", "t5"],
+            s.ARTIST_ID: np.array([100, 100, 200, 300, 300], dtype="int64"),
+            s.ARTIST_NAME: ["a100", "a100", "a200", "a300", "a300"],
+            s.GENRE: ["rock", "rock", "jazz", "pop", "pop"],
+            s.MOOD: ["calm", "happy", "calm", "happy", "calm"],
+            s.RELEASE_DATE: ["2016-11-01", "2020-01-01", "2026-11-01", "2025-11-01", "2000-01-01"],
+            s.DURATION_MS: np.array([180_000, 240_000, 90_000, 200_000, 60_000], dtype="int64"),
+            s.POPULARITY: [0.2, 0.2, 0.2, 0.2, 0.2],
+        }
+    )[list(s.CATALOG_COLUMNS)]
+
+
+@pytest.fixture
+def events(events_factory) -> pd.DataFrame:
+    """Seven starts on DAY by three users; 3 skips (global skip rate 3/7). Track 5 is never played.
+
+    user 10: t1 done, t1 done, t2 skipped, t3 done  (completed: rock 2, jazz 1; calm 3)
+    user 20: t4 skipped twice                        (no completed play)
+    user 30: t3 done                                 (completed: jazz 1; calm 1)
+    """
+    return events_factory(
+        [
+            (10, 1, f"{DAY}T08:00:00", False),
+            (10, 1, f"{DAY}T09:00:00", False),
+            (10, 2, f"{DAY}T10:00:00", True),
+            (10, 3, f"{DAY}T11:00:00", False),
+            (20, 4, f"{DAY}T12:00:00", True),
+            (20, 4, f"{DAY}T13:00:00", True),
+            (30, 3, f"{DAY}T14:00:00", False),
+        ]
+    )
+
+
+# --- re-ranking inputs --------------------------------------------------------------------------------------------
+
+
+def candidate_frame(
+    track_ids: Sequence[int],
+    artist_ids: Sequence[int],
+    scores: Sequence[float],
+    discovery: Sequence[bool],
+    cluster: int | Sequence[int] = 0,
+    genre: str = "rock",
+    mood: str = "happy",
+) -> pd.DataFrame:
+    """Scored candidates in the shape `rerank.rerank_user` takes."""
+    n = len(track_ids)
+    return pd.DataFrame(
+        {
+            s.TRACK_ID: np.asarray(track_ids, dtype="int64"),
+            s.ARTIST_ID: np.asarray(artist_ids, dtype="int64"),
+            s.GENRE: [genre] * n,
+            s.MOOD: [mood] * n,
+            s.DISCOVERY: np.asarray(discovery, dtype=bool),
+            s.SCORE: np.asarray(scores, dtype="float64"),
+            "cluster": np.broadcast_to(np.asarray(cluster, dtype="int64"), (n,)).copy(),
+        }
+    )
+
+
+def explore_frame(tracks_per_artist: dict[int, int], first_track: int = 90_000, genre: str = "jazz") -> pd.DataFrame:
+    """Never-played tracks, `tracks_per_artist[artist]` of each artist, consecutive track ids."""
+    rows = []
+    track = first_track
+    for artist, count in tracks_per_artist.items():
+        for _ in range(count):
+            rows.append((track, artist))
+            track += 1
+    return pd.DataFrame(
+        {
+            s.TRACK_ID: np.array([r[0] for r in rows], dtype="int64"),
+            s.ARTIST_ID: np.array([r[1] for r in rows], dtype="int64"),
+            s.GENRE: genre,
+            s.MOOD: "calm",
+            s.DISCOVERY: True,
+        }
+    )
+
+
+@pytest.fixture
+def candidate_factory() -> Callable[..., pd.DataFrame]:
+    return candidate_frame
+
+
+@pytest.fixture
+def explore_factory() -> Callable[..., pd.DataFrame]:
+    return explore_frame
+
+
+@pytest.fixture
+def three_cluster_candidates() -> pd.DataFrame:
+    """3 clusters x 200 candidates. Cluster c: track 1000c+i, artist 100c + i//4 (4 tracks each, so the cap of
+    2 binds), discovery when i % 3 == 0, score 1 - i/1000 - c/10 (distinct, decreasing in i). Cluster 1 also
+    retrieves the 20 best tracks of cluster 0, so overlaps must be resolved."""
+    frames = []
+    for c in range(3):
+        i = np.arange(200)
+        frames.append(
+            candidate_frame(1000 * c + i, 100 * c + i // 4, 1.0 - i / 1000 - c / 10, i % 3 == 0, c,
+                            genre=["rock", "jazz", "pop"][c])
+        )
+    overlap = frames[0].iloc[:20].assign(cluster=1, **{s.SCORE: 0.99})
+    return pd.concat([*frames, overlap], ignore_index=True)
+
+
+@pytest.fixture
+def wide_explore_pool() -> pd.DataFrame:
+    """20 artists (ids 900..919) with 3 never-played tracks each: enough for every mix."""
+    return explore_frame({900 + a: 3 for a in range(20)})

@@ -1,0 +1,152 @@
+"""Loop health: entropy, publication and engagement metrics, and the drift alerts built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import schema as s
+from pipeline.monitor import drift_alerts, engagement_metrics, entropy, publication_metrics
+
+
+@pytest.mark.parametrize(
+    ("labels", "bits"),
+    [
+        (["a", "b", "c", "d"], 2.0),
+        (["a", "b", "c", "d"] * 5, 2.0),
+        (["a"] * 7, 0.0),
+        (["a", "a", "b", "b"], 1.0),
+        (["a", "a", "a", "b"], -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25))),
+        ([], 0.0),
+    ],
+)
+def test_entropy_in_bits(labels: list[str], bits: float) -> None:
+    assert entropy(pd.Series(labels, dtype=object)) == pytest.approx(bits)
+
+
+@pytest.fixture
+def slots() -> pd.DataFrame:
+    """User 1: mix 0 (rock, rock, jazz, jazz), mix 1 (pop, pop); user 2: mix 0 (rock, jazz, pop, metal)."""
+    rows = [  # user, mix, track, genre, discovery, policy
+        (1, 0, 1, "rock", True, s.POLICY_EXPLOIT),
+        (1, 0, 2, "rock", False, s.POLICY_EXPLORE),
+        (1, 0, 3, "jazz", False, s.POLICY_EXPLOIT),
+        (1, 0, 4, "jazz", False, s.POLICY_EXPLOIT),
+        (1, 1, 5, "pop", True, s.POLICY_EXPLOIT),
+        (1, 1, 6, "pop", True, s.POLICY_EXPLOIT),
+        (2, 0, 1, "rock", False, s.POLICY_EXPLORE),
+        (2, 0, 2, "jazz", False, s.POLICY_EXPLOIT),
+        (2, 0, 7, "pop", False, s.POLICY_EXPLOIT),
+        (2, 0, 8, "metal", False, s.POLICY_EXPLOIT),
+    ]
+    return pd.DataFrame(rows, columns=[s.USER_ID, s.MIX_INDEX, s.TRACK_ID, s.GENRE, s.DISCOVERY, s.POLICY])
+
+
+def test_publication_metrics_known_values(slots: pd.DataFrame) -> None:
+    metrics = publication_metrics(slots, catalog_size=100)
+    expected = {
+        "users": 2,
+        "mixes": 3,
+        "slots": 10,
+        "mixes_per_user": 1.5,
+        "tracks_per_mix": 10 / 3,
+        "discovery_share": 0.3,
+        "explore_share": 0.2,
+        # rock 3, jazz 3, pop 3, metal 1 of 10
+        "global_genre_entropy": -(3 * 0.3 * np.log2(0.3) + 0.1 * np.log2(0.1)),
+        # per mix: 1 bit, 0 bits, 2 bits
+        "mean_mix_genre_entropy": 1.0,
+        # user 1: rock/jazz/pop 2 each → log2 3; user 2: four genres once each → 2 bits
+        "user_genre_entropy": (np.log2(3) + 2.0) / 2,
+        "coverage": 0.08,  # tracks 1..8
+    }
+    assert set(metrics) == set(expected)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value), name
+    assert isinstance(metrics["users"], int) and isinstance(metrics["mixes"], int)
+
+
+def test_publication_metrics_of_nothing_published(slots: pd.DataFrame) -> None:
+    assert publication_metrics(slots.iloc[0:0], catalog_size=100) == {"users": 0, "mixes": 0, "slots": 0}
+
+
+def test_engagement_metrics_per_policy(events_factory) -> None:
+    events = events_factory([
+        (1, 1, "2026-11-01T01:00:00", False),
+        (1, 2, "2026-11-01T02:00:00", True),
+        (1, 3, "2026-11-01T03:00:00", False),
+        (1, 4, "2026-11-01T04:00:00", False),
+        (2, 5, "2026-11-01T05:00:00", True),
+        (2, 6, "2026-11-01T06:00:00", True),
+    ])
+    events[s.POLICY] = pd.array([s.POLICY_EXPLOIT] * 4 + [s.POLICY_ORGANIC] * 2, dtype="string")
+    assert engagement_metrics(events) == {
+        "events": 6,
+        "skip_rate": 0.5,
+        "skip_rate_exploit": 0.25,
+        "skip_rate_explore": None,  # no explore events that day
+        "skip_rate_organic": 1.0,
+    }
+
+
+def test_engagement_metrics_of_a_day_without_events(events_factory) -> None:
+    empty = events_factory([]).iloc[0:0]
+    assert engagement_metrics(empty) == {"events": 0, "skip_rate": None, "skip_rate_exploit": None,
+                                         "skip_rate_explore": None, "skip_rate_organic": None}
+
+
+# --- drift --------------------------------------------------------------------------------------------------------
+
+BASE = {"global_genre_entropy": 3.0, "mean_mix_genre_entropy": 2.0, "skip_rate": 0.30}
+
+
+@pytest.fixture
+def history() -> pd.DataFrame:
+    return pd.DataFrame([{"date": f"2026-11-0{d}", **BASE} for d in range(1, 8)])
+
+
+def test_no_alerts_without_history() -> None:
+    today = {"global_genre_entropy": 0.1, "mean_mix_genre_entropy": 0.1, "skip_rate": 0.99}
+    assert drift_alerts(today, pd.DataFrame()) == []
+
+
+def test_no_alerts_for_a_steady_day(history: pd.DataFrame) -> None:
+    assert drift_alerts(dict(BASE), history) == []
+
+
+def test_entropy_drop_of_twenty_percent_alerts(history: pd.DataFrame) -> None:
+    alerts = drift_alerts({**BASE, "global_genre_entropy": 2.4}, history)
+    assert alerts == ["global_genre_entropy 2.400 is more than 10% below its 7-day mean 3.000"]
+    alerts = drift_alerts({**BASE, "global_genre_entropy": 2.4, "mean_mix_genre_entropy": 1.6}, history)
+    assert [a.split()[0] for a in alerts] == ["global_genre_entropy", "mean_mix_genre_entropy"]
+
+
+def test_skip_rate_rise_of_ten_points_alerts(history: pd.DataFrame) -> None:
+    alerts = drift_alerts({**BASE, "skip_rate": 0.40}, history)
+    assert alerts == ["skip_rate 0.400 is more than 5% points above its 7-day mean 0.300"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"global_genre_entropy": 2.85},  # -5%
+        {"mean_mix_genre_entropy": 1.9},  # -5%
+        {"global_genre_entropy": 3.6},  # rises are fine
+        {"skip_rate": 0.32},  # +2 points
+        {"skip_rate": 0.10},  # falls are fine
+    ],
+)
+def test_small_changes_do_not_alert(history: pd.DataFrame, change: dict) -> None:
+    assert drift_alerts({**BASE, **change}, history) == []
+
+
+def test_drift_tolerates_days_without_engagement(history: pd.DataFrame) -> None:
+    # days without events store skip_rate None; the baseline is the mean of the days that have one
+    history["skip_rate"] = [None, None, 0.2, 0.2, 0.2, 0.2, 0.2]
+    assert drift_alerts({**BASE, "skip_rate": 0.30}, history) == [
+        "skip_rate 0.300 is more than 5% points above its 7-day mean 0.200"
+    ]
+    assert drift_alerts({**BASE, "skip_rate": None}, history) == []
+    history["skip_rate"] = None
+    assert drift_alerts({**BASE, "skip_rate": 0.9}, history) == []

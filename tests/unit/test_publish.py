@@ -1,0 +1,218 @@
+"""Publication: atomic, content-addressed, idempotent, guarded by the rules, and read back through a stable contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import schema as s
+from pipeline.config import Settings
+from pipeline.io import atomic_write_json, read_json
+from pipeline.nightly import DTYPES, PUBLISHED_COLUMNS
+from pipeline.publish import (
+    MANIFEST,
+    PublicationError,
+    date_dir,
+    latest_date,
+    publish,
+    read_publication,
+    user_mixes,
+)
+
+DAY = "2026-11-01"
+EXPLORE_AT = (5, 15, 25)
+DISCOVERY_AT = (0, 1, 2, *EXPLORE_AT)  # 6 of 30 = the 20% minimum
+LINEAGE = {"model_version": "3", "index_version": "idx-0a1b2c", "feature_version": f"{DAY}.deadbeef"}
+
+
+def mix_slots(day: str, user: int, mix: int, first_track: int) -> pd.DataFrame:
+    """One valid 30-slot mix: distinct tracks and artists, explore at 5/15/25, 6 discoveries."""
+    position = np.arange(30)
+    explore = np.isin(position, EXPLORE_AT)
+    frame = pd.DataFrame({
+        s.DATE: day,
+        s.USER_ID: user,
+        s.MIX_ID: f"{day}:{user}:{mix}",
+        s.MIX_INDEX: mix,
+        s.MIX_TITLE: f"Rock · calm {mix}",
+        s.POSITION: position,
+        s.TRACK_ID: first_track + position,
+        s.ARTIST_ID: 10 * (first_track + position),
+        s.GENRE: np.where(explore, "jazz", "rock"),
+        s.MOOD: "calm",
+        s.DISCOVERY: np.isin(position, DISCOVERY_AT),
+        s.POLICY: np.where(explore, s.POLICY_EXPLORE, s.POLICY_EXPLOIT),
+        s.PROPENSITY: np.where(explore, 0.25, 1.0),
+        s.SCORE: np.where(explore, np.nan, 1.0 - position / 100),
+        **{s.MODEL_VERSION: LINEAGE["model_version"], s.INDEX_VERSION: LINEAGE["index_version"],
+           s.FEATURE_VERSION: LINEAGE["feature_version"]},
+    })
+    return frame[PUBLISHED_COLUMNS].astype(DTYPES)
+
+
+def night_slots(day: str = DAY) -> pd.DataFrame:
+    """User 1 with two mixes, user 2 with one: 90 slots in publication order."""
+    return pd.concat(
+        [mix_slots(day, 1, 0, 100), mix_slots(day, 1, 1, 200), mix_slots(day, 2, 0, 100)], ignore_index=True
+    )
+
+
+def write_plan(settings: Settings, day: str = DAY) -> str:
+    plan = {"date": day, **LINEAGE, "model_name": "dailymix-ranker", "model_run_id": "mlflow-run-1",
+            "shards": [[2], [1]]}
+    return str(atomic_write_json(plan, settings.home / "nightly" / f"date={day}" / "plan.json"))
+
+
+def write_shards(settings: Settings, slots: pd.DataFrame, name: str = "a") -> list[str]:
+    """Shard 0 holds user 2, shard 1 user 1; rows shuffled so publication has to sort them."""
+    directory = settings.home / "nightly" / f"shards-{name}"
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for shard, user in enumerate((2, 1)):
+        part = slots.loc[slots[s.USER_ID] == user].sample(frac=1.0, random_state=shard)
+        path = directory / f"shard-{shard:04d}.parquet"
+        part.to_parquet(path, index=False)
+        paths.append(str(path))
+    return paths
+
+
+def mixes_files(settings: Settings, day: str = DAY) -> list[Path]:
+    return sorted(date_dir(settings, day).glob("mixes-*.parquet"))
+
+
+@pytest.fixture
+def published(settings: Settings) -> dict:
+    return publish(settings, write_plan(settings), write_shards(settings, night_slots()), run_id="airflow-run-1")
+
+
+def test_read_publication_returns_sorted_slots_and_manifest_with_lineage(settings, published) -> None:
+    manifest, slots = read_publication(settings, DAY)
+    assert manifest == published
+    assert manifest["date"] == DAY
+    assert (manifest["users"], manifest["mixes"], manifest["slots"]) == (2, 3, 90)
+    assert manifest["lineage"] == {**LINEAGE, "run_id": "airflow-run-1"}
+    assert manifest["mixes_file"] == f"mixes-{manifest['content_hash']}.parquet"
+    pd.testing.assert_frame_equal(slots, night_slots())  # sorted by user, mix, position
+    assert [p.name for p in mixes_files(settings)] == [manifest["mixes_file"]]
+    assert sorted(p.name for p in date_dir(settings, DAY).iterdir()) == sorted([MANIFEST, manifest["mixes_file"]])
+
+
+def test_read_publication_defaults_to_latest_and_refuses_missing_days(settings, published) -> None:
+    assert read_publication(settings)[0] == published
+    with pytest.raises(LookupError):
+        read_publication(settings, "2026-10-31")
+
+
+def test_nothing_published_yet(settings) -> None:
+    assert latest_date(settings) is None
+    with pytest.raises(LookupError):
+        read_publication(settings)
+
+
+def test_republishing_the_same_shards_is_byte_identical(settings, published) -> None:
+    (first,) = mixes_files(settings)
+    before = first.read_bytes()
+    again = publish(settings, write_plan(settings), write_shards(settings, night_slots()), run_id="airflow-run-1")
+    assert again == published
+    assert mixes_files(settings) == [first]
+    assert first.read_bytes() == before
+
+
+def test_same_slots_in_other_shards_and_a_fresh_rewrite_give_the_same_file(settings, published) -> None:
+    (first,) = mixes_files(settings)
+    before = first.read_bytes()
+    one_shard = settings.home / "nightly" / "one.parquet"
+    night_slots().iloc[::-1].to_parquet(one_shard, index=False)
+    for path in date_dir(settings, DAY).iterdir():  # a rerun from scratch must write the very same bytes
+        path.unlink()
+    manifest = publish(settings, write_plan(settings), [str(one_shard)], run_id="airflow-run-1")
+    assert manifest["content_hash"] == published["content_hash"]
+    assert mixes_files(settings) == [first]
+    assert first.read_bytes() == before
+
+
+def test_new_content_replaces_the_pointer_and_removes_the_stale_file(settings, published) -> None:
+    (old,) = mixes_files(settings)
+    changed = night_slots()
+    changed.loc[changed[s.USER_ID] == 2, s.SCORE] -= 0.5
+    manifest = publish(settings, write_plan(settings), write_shards(settings, changed, "b"), run_id="airflow-run-2")
+    assert manifest["content_hash"] != published["content_hash"]
+    assert not old.exists()
+    assert [p.name for p in mixes_files(settings)] == [manifest["mixes_file"]]
+    current, slots = read_publication(settings, DAY)
+    assert current == manifest and current["lineage"]["run_id"] == "airflow-run-2"
+    pd.testing.assert_frame_equal(slots, changed)
+
+
+def test_user_mixes_json_contract(settings, published) -> None:
+    payload = user_mixes(settings, 1, DAY)
+    assert json.loads(json.dumps(payload)) == payload  # plain JSON types only
+    assert list(payload) == ["user_id", "date", "mixes"]
+    assert payload["user_id"] == 1 and type(payload["user_id"]) is int
+    assert payload["date"] == DAY
+    assert [m["mix_id"] for m in payload["mixes"]] == [f"{DAY}:1:0", f"{DAY}:1:1"]
+    for index, mix in enumerate(payload["mixes"]):
+        assert list(mix) == ["mix_id", "title", "lineage", "tracks"]
+        assert mix["title"] == f"Rock · calm {index}"
+        assert mix["lineage"] == {**LINEAGE, "run_id": "airflow-run-1"}
+        assert [t["position"] for t in mix["tracks"]] == list(range(30))
+        first_track = 100 * (index + 1)
+        for track in mix["tracks"]:
+            position = track["position"]
+            explore = position in EXPLORE_AT
+            assert track == {
+                "track_id": first_track + position,
+                "artist_id": 10 * (first_track + position),
+                "genre": "jazz" if explore else "rock",
+                "mood": "calm",
+                "discovery": position in DISCOVERY_AT,
+                "policy": s.POLICY_EXPLORE if explore else s.POLICY_EXPLOIT,
+                "propensity": 0.25 if explore else 1.0,
+                "position": position,
+            }
+            types = {key: type(value) for key, value in track.items()}
+            assert types == {"track_id": int, "artist_id": int, "genre": str, "mood": str, "discovery": bool,
+                             "policy": str, "propensity": float, "position": int}
+
+
+def test_user_mixes_of_a_user_without_mixes(settings, published) -> None:
+    assert user_mixes(settings, 3) == {"user_id": 3, "date": DAY, "mixes": []}
+
+
+def test_a_rule_violation_publishes_nothing(settings, published) -> None:
+    (current,) = mixes_files(settings)
+    broken = night_slots()
+    broken.loc[(broken[s.USER_ID] == 2) & broken[s.POSITION].isin([0, 1, 2]), s.ARTIST_ID] = 7  # 3 by one artist
+    with pytest.raises(PublicationError, match="user 2 mix 0: more than 2 tracks by one artist"):
+        publish(settings, write_plan(settings), write_shards(settings, broken, "bad"), run_id="airflow-run-2")
+    assert read_json(date_dir(settings, DAY) / MANIFEST) == published
+    assert mixes_files(settings) == [current]
+    pd.testing.assert_frame_equal(read_publication(settings, DAY)[1], night_slots())
+
+    later = "2026-11-02"
+    with pytest.raises(PublicationError):
+        publish(settings, write_plan(settings, later), write_shards(settings, broken.assign(**{s.DATE: later}), "c"),
+                run_id="airflow-run-3")
+    assert latest_date(settings) == DAY
+    with pytest.raises(LookupError):
+        read_publication(settings, later)
+
+
+def test_latest_never_moves_back_on_a_backfill(settings) -> None:
+    def publish_day(day: str) -> dict:
+        return publish(settings, write_plan(settings, day), write_shards(settings, night_slots(day), day),
+                       run_id=f"run-{day}")
+
+    publish_day("2026-11-02")
+    assert latest_date(settings) == "2026-11-02"
+    publish_day("2026-11-01")  # backfill
+    assert latest_date(settings) == "2026-11-02"
+    assert read_publication(settings)[0]["date"] == "2026-11-02"
+    assert read_publication(settings, "2026-11-01")[0]["lineage"]["run_id"] == "run-2026-11-01"
+    publish_day("2026-11-03")
+    assert latest_date(settings) == "2026-11-03"
+    assert user_mixes(settings, 2)["date"] == "2026-11-03"

@@ -1,0 +1,377 @@
+"""Re-ranking: slot arithmetic, exact exploit picks, every rule on every mix, and propensities that are true."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import schema as s
+from pipeline.config import RerankConfig
+from pipeline.rerank import (
+    SLOT_COLUMNS,
+    MixPlan,
+    explore_positions,
+    pick_exploit,
+    pick_explore,
+    rerank_user,
+    rule_violations,
+    slot_counts,
+)
+
+EXPLORE_AT = [5, 15, 25]
+
+
+def _published(mixes: list[MixPlan], user: int = 1) -> pd.DataFrame:
+    return pd.concat([m.slots for m in mixes], ignore_index=True).assign(**{s.USER_ID: user})
+
+
+@pytest.fixture
+def quota_candidates(candidate_factory) -> pd.DataFrame:
+    """Familiar tracks 1..40 (artist (id-1)//3 + 1: three tracks per artist; score 100 - id) outscore the
+    discoveries 101..120 (one artist each; score 10 - (id - 100))."""
+    familiar = np.arange(1, 41)
+    found = np.arange(101, 121)
+    return candidate_factory(
+        np.r_[familiar, found],
+        np.r_[(familiar - 1) // 3 + 1, 200 + found],
+        np.r_[100.0 - familiar, 10.0 - (found - 100)],
+        np.r_[np.zeros(40, bool), np.ones(20, bool)],
+    )
+
+
+# Under the cap of 2 per artist the best familiar tracks are the first two of artists 1..12; the quota takes the
+# three best discoveries although every familiar track outscores them.
+QUOTA_FAMILIAR = [3 * a + k for a in range(12) for k in (1, 2)]
+QUOTA_EXPLOIT = [*QUOTA_FAMILIAR, 101, 102, 103]
+
+
+# --- slot arithmetic ----------------------------------------------------------------------------------------------
+
+
+def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
+    # 3 explore + 27 exploit; 6 discoveries (20% of 30) required, 3 of them already covered by explore slots.
+    assert slot_counts(rerank_config) == (3, 27, 3)
+
+
+@pytest.mark.parametrize(
+    ("update", "expected"),
+    [
+        ({"exploration_rate": 0.0}, (0, 30, 6)),
+        ({"min_discovery_share": 0.0}, (3, 27, 0)),
+        ({"min_discovery_share": 0.05}, (3, 27, 0)),  # 1.5 → 2 discoveries, both covered by exploration
+        ({"tracks_per_mix": 10}, (1, 9, 1)),
+        ({"exploration_rate": 0.5}, (15, 15, 0)),
+    ],
+)
+def test_slot_counts_other_settings(update: dict, expected: tuple[int, int, int]) -> None:
+    assert slot_counts(RerankConfig(**update)) == expected
+
+
+def test_explore_positions_are_evenly_spread() -> None:
+    assert explore_positions(3, 30) == EXPLORE_AT
+    assert explore_positions(1, 30) == [15]
+    assert explore_positions(2, 10) == [2, 7]
+    assert explore_positions(0, 30) == []
+
+
+# --- exploitation: the known best picks ---------------------------------------------------------------------------
+
+
+def test_exploit_picks_the_best_under_artist_cap_and_discovery_quota(quota_candidates, rerank_config) -> None:
+    exploit = pick_exploit(quota_candidates, rerank_config)
+    assert exploit is not None
+    assert exploit[s.TRACK_ID].tolist() == QUOTA_EXPLOIT  # in score order
+    assert (exploit[s.POLICY] == s.POLICY_EXPLOIT).all()
+    assert (exploit[s.PROPENSITY] == 1.0).all()
+
+
+def test_discoveries_are_held_to_max_share_while_familiar_tracks_last(candidate_factory, rerank_config) -> None:
+    # Discoveries 101..140 outscore familiar 1..30; all artists distinct. Unconstrained, the top 27 would be all
+    # discoveries; the soft cap keeps the mix at 50%: 12 exploit discoveries + 3 explore = 15 of 30.
+    familiar, found = np.arange(1, 31), np.arange(101, 141)
+    candidates = candidate_factory(
+        np.r_[familiar, found], np.r_[familiar, found], np.r_[10.0 - familiar / 100, 100.0 - found / 100],
+        np.r_[np.zeros(30, bool), np.ones(40, bool)],
+    )
+    exploit = pick_exploit(candidates, rerank_config)
+    assert exploit is not None
+    assert exploit[s.TRACK_ID].tolist() == [*range(101, 113), *range(1, 16)]
+
+
+def test_discoveries_fill_in_when_familiar_tracks_run_out(candidate_factory, rerank_config) -> None:
+    familiar, found = np.arange(1, 6), np.arange(101, 141)
+    candidates = candidate_factory(
+        np.r_[familiar, found], np.r_[familiar, found], np.r_[10.0 - familiar / 100, 100.0 - found / 100],
+        np.r_[np.zeros(5, bool), np.ones(40, bool)],
+    )
+    exploit = pick_exploit(candidates, rerank_config)
+    assert exploit is not None
+    assert sorted(exploit[s.TRACK_ID]) == [*range(1, 6), *range(101, 123)]
+
+
+def test_exploit_is_none_when_the_artist_cap_leaves_too_few(candidate_factory, rerank_config) -> None:
+    ids = np.arange(1, 46)  # 45 tracks, 3 per artist → only 30 usable, but 15 artists x 2 = 30 ≥ 27: fillable
+    fillable = candidate_factory(ids, (ids - 1) // 3, -ids.astype(float), ids % 5 == 0)
+    assert pick_exploit(fillable, rerank_config) is not None
+    ids = np.arange(1, 40)  # 13 artists x 2 = 26 < 27
+    assert pick_exploit(candidate_factory(ids, (ids - 1) // 3, -ids.astype(float), ids % 5 == 0),
+                        rerank_config) is None
+
+
+def test_exploit_is_none_without_enough_discoveries(candidate_factory, rerank_config) -> None:
+    ids = np.arange(1, 101)
+    two_discoveries = candidate_factory(ids, ids, -ids.astype(float), np.isin(ids, [50, 60]))
+    assert pick_exploit(two_discoveries, rerank_config) is None
+
+
+# --- whole mixes --------------------------------------------------------------------------------------------------
+
+
+def test_every_rule_holds_for_every_mix(three_cluster_candidates, wide_explore_pool, rerank_config, rng) -> None:
+    mixes = rerank_user(three_cluster_candidates, ["Rock", "Jazz", "Pop"], wide_explore_pool, rerank_config, rng)
+    assert [m.index for m in mixes] == [0, 1, 2]
+    assert [m.title for m in mixes] == ["Rock", "Jazz", "Pop"]
+    seen: set[int] = set()
+    for mix in mixes:
+        slots = mix.slots
+        assert list(slots.columns) == SLOT_COLUMNS
+        assert len(slots) == 30
+        assert slots[s.POSITION].tolist() == list(range(30))
+        assert (slots[s.MIX_INDEX] == mix.index).all()
+        assert slots[s.DISCOVERY].sum() >= 6
+        assert slots[s.ARTIST_ID].value_counts().max() <= 2
+        assert slots.loc[slots[s.POLICY] == s.POLICY_EXPLORE, s.POSITION].tolist() == EXPLORE_AT
+        assert set(slots[s.POLICY]) == {s.POLICY_EXPLORE, s.POLICY_EXPLOIT}
+        propensity = slots[s.PROPENSITY]
+        assert ((propensity > 0) & (propensity <= 1)).all()
+        assert (propensity[slots[s.POLICY] == s.POLICY_EXPLOIT] == 1.0).all()
+        assert slots.loc[slots[s.POLICY] == s.POLICY_EXPLORE, s.SCORE].isna().all()
+        assert seen.isdisjoint(slots[s.TRACK_ID])
+        seen |= set(slots[s.TRACK_ID])
+    assert rule_violations(_published(mixes), rerank_config) == []
+
+
+def test_mix_interleaves_exploration_into_exploit_score_order(quota_candidates, wide_explore_pool,
+                                                             rerank_config, rng) -> None:
+    (mix,) = rerank_user(quota_candidates, ["Rock"], wide_explore_pool, rerank_config, rng)
+    slots = mix.slots
+    exploit = slots.loc[~slots[s.POSITION].isin(EXPLORE_AT)]
+    assert exploit[s.TRACK_ID].tolist() == QUOTA_EXPLOIT
+    assert (exploit[s.POLICY] == s.POLICY_EXPLOIT).all()
+    assert (slots.loc[slots[s.POSITION].isin(EXPLORE_AT), s.POLICY] == s.POLICY_EXPLORE).all()
+    assert slots[s.DISCOVERY].sum() == 6  # exactly the 20% minimum: 3 quota discoveries + 3 explore
+
+
+def test_contested_tracks_go_to_the_first_cluster(candidate_factory, wide_explore_pool, rerank_config, rng) -> None:
+    ids = np.arange(1, 61)
+    first = candidate_factory(ids, ids, 100.0 - ids, ids % 3 == 0, cluster=0)
+    second = candidate_factory(ids, ids, 200.0 - ids, ids % 3 == 0, cluster=1)  # scores higher, comes second
+    own = candidate_factory(ids + 1000, ids + 1000, 50.0 - ids, ids % 3 == 0, cluster=1)
+    candidates = pd.concat([first, second, own], ignore_index=True)
+    mixes = rerank_user(candidates, ["A", "B"], wide_explore_pool, rerank_config, rng)
+    assert len(mixes) == 2
+    first_exploit = set(mixes[0].slots.loc[mixes[0].slots[s.POLICY] == s.POLICY_EXPLOIT, s.TRACK_ID])
+    second_exploit = mixes[1].slots.loc[mixes[1].slots[s.POLICY] == s.POLICY_EXPLOIT, s.TRACK_ID]
+    assert first_exploit == set(pick_exploit(first, rerank_config)[s.TRACK_ID])
+    assert first_exploit.isdisjoint(second_exploit)
+    assert rule_violations(_published(mixes), rerank_config) == []
+
+
+def test_a_cluster_that_cannot_fill_its_mix_is_skipped(three_cluster_candidates, wide_explore_pool,
+                                                       rerank_config, rng) -> None:
+    candidates = three_cluster_candidates
+    thin = candidates.loc[(candidates["cluster"] != 1) | (candidates[s.TRACK_ID].between(1000, 1019))]
+    mixes = rerank_user(thin, ["Rock", "Jazz", "Pop"], wide_explore_pool, rerank_config, rng)
+    assert [(m.index, m.title) for m in mixes] == [(0, "Rock"), (1, "Pop")]
+    assert (mixes[1].slots[s.MIX_INDEX] == 1).all()
+    assert rule_violations(_published(mixes), rerank_config) == []
+
+
+def test_narrow_taste_gives_fewer_mixes_than_max(three_cluster_candidates, wide_explore_pool, rng) -> None:
+    config = RerankConfig()
+    one = three_cluster_candidates.loc[three_cluster_candidates["cluster"] == 0]
+    assert len(rerank_user(one, ["Rock"], wide_explore_pool, config, rng)) == 1 < config.max_mixes
+    capped = RerankConfig(max_mixes=2)
+    mixes = rerank_user(three_cluster_candidates, ["Rock", "Jazz", "Pop"], wide_explore_pool, capped, rng)
+    assert [m.title for m in mixes] == ["Rock", "Jazz"]
+
+
+def test_no_mix_without_its_exploration_slots(three_cluster_candidates, explore_factory, rerank_config, rng) -> None:
+    two_artists = explore_factory({900: 5, 901: 5})
+    assert rerank_user(three_cluster_candidates, ["Rock", "Jazz", "Pop"], two_artists, rerank_config, rng) == []
+
+
+def test_same_seed_same_mixes_other_seed_other_exploration(three_cluster_candidates, wide_explore_pool,
+                                                           rerank_config, seed) -> None:
+    def run(seed_: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed_)
+        return _published(rerank_user(three_cluster_candidates, ["Rock", "Jazz", "Pop"], wide_explore_pool,
+                                      rerank_config, rng))
+
+    a, b, c = run(seed), run(seed), run(seed + 1)
+    pd.testing.assert_frame_equal(a, b)
+    exploit = a[s.POLICY] == s.POLICY_EXPLOIT
+    pd.testing.assert_frame_equal(a.loc[exploit], c.loc[exploit])  # exploitation is deterministic
+    assert not a.equals(c)
+
+
+# --- rule_violations ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def valid_slots(three_cluster_candidates, wide_explore_pool, rerank_config, rng) -> pd.DataFrame:
+    mixes = rerank_user(three_cluster_candidates, ["Rock", "Jazz", "Pop"], wide_explore_pool, rerank_config, rng)
+    return _published(mixes, user=1)
+
+
+def _exploit_row(slots: pd.DataFrame, mix: int, position: int):
+    row = slots.index[(slots[s.MIX_INDEX] == mix) & (slots[s.POSITION] == position)]
+    assert len(row) == 1 and slots.loc[row[0], s.POLICY] == s.POLICY_EXPLOIT
+    return row[0]
+
+
+def test_rule_violations_too_many_tracks_by_one_artist(valid_slots, rerank_config) -> None:
+    broken = valid_slots.copy()
+    for position in (0, 1, 2):
+        broken.loc[_exploit_row(broken, 0, position), s.ARTIST_ID] = 7777
+    assert rule_violations(broken, rerank_config) == ["user 1 mix 0: more than 2 tracks by one artist"]
+
+
+def test_rule_violations_track_in_two_mixes(valid_slots, rerank_config) -> None:
+    broken = valid_slots.copy()
+    row = _exploit_row(broken, 1, 0)
+    original = broken.loc[row, [s.TRACK_ID, s.ARTIST_ID, s.DISCOVERY]]
+    donor = broken.loc[_exploit_row(broken, 0, 0)]
+    # same artist/discovery as the replaced slot so no other rule changes
+    broken.loc[row, s.TRACK_ID] = donor[s.TRACK_ID]
+    assert original[s.TRACK_ID] != donor[s.TRACK_ID]
+    assert rule_violations(broken, rerank_config) == [f"user 1: track {int(donor[s.TRACK_ID])} placed twice"]
+
+
+def test_rule_violations_too_few_discoveries(valid_slots, rerank_config) -> None:
+    broken = valid_slots.copy()
+    in_mix = broken[s.MIX_INDEX] == 2
+    broken.loc[in_mix, s.DISCOVERY] = False
+    assert rule_violations(broken, rerank_config) == ["user 1 mix 2: 0 discoveries < 6"]
+
+
+def test_rule_violations_wrong_length(valid_slots, rerank_config) -> None:
+    last = _exploit_row(valid_slots, 0, 29)
+    assert not valid_slots.loc[last, s.DISCOVERY]
+    broken = valid_slots.drop(index=last)
+    assert rule_violations(broken, rerank_config) == ["user 1 mix 0: 29 tracks, expected 30"]
+
+
+def test_rule_violations_explore_count_propensity_positions_and_mix_count(valid_slots, rerank_config) -> None:
+    broken = valid_slots.copy()
+    explore = broken.index[(broken[s.MIX_INDEX] == 0) & (broken[s.POLICY] == s.POLICY_EXPLORE)]
+    broken.loc[explore[0], s.POLICY] = s.POLICY_EXPLOIT
+    assert rule_violations(broken, rerank_config) == ["user 1 mix 0: 2 explore slots"]
+
+    broken = valid_slots.copy()
+    broken.loc[_exploit_row(broken, 1, 3), s.PROPENSITY] = 0.0
+    assert rule_violations(broken, rerank_config) == ["user 1 mix 1: propensity outside (0, 1]"]
+
+    broken = valid_slots.copy()
+    broken.loc[broken[s.MIX_INDEX] == 2, s.POSITION] += 1
+    assert rule_violations(broken, rerank_config) == ["user 1 mix 2: positions are not 0..29"]
+
+    assert rule_violations(valid_slots, RerankConfig(max_mixes=2)) == ["user 1: 3 mixes > 2"]
+
+
+# --- propensities are the true placement probabilities -----------------------------------------------------------
+
+POOL_SIZES = {1: 1, 2: 2, 3: 3, 4: 4, 5: 1, 6: 2, 7: 3}  # 7 artists, 16 tracks
+# Draw counts keep the suite under 30 s (pick_explore costs ~1.5 ms, rerank_user ~10 ms); 4-standard-error bands
+# still separate the true propensities from any plausible mistake (e.g. 1/A x 1/n_a, or artists weighted by size).
+PICK_DRAWS = 3_000
+RERANK_DRAWS = 400
+
+
+def _assert_frequencies_match(placements: Counter, propensity: dict[int, float], draws: int) -> None:
+    for track, p in propensity.items():
+        standard_error = np.sqrt(p * (1 - p) / draws)
+        frequency = placements[track] / draws
+        assert abs(frequency - p) < 4 * standard_error + 1e-12, (track, frequency, p)
+
+
+def _tally(picks: pd.DataFrame, logged: dict[int, set[float]], placements: Counter) -> None:
+    for track, p in zip(picks[s.TRACK_ID].to_numpy(), picks[s.PROPENSITY].to_numpy(), strict=True):
+        logged[int(track)].add(float(p))
+        placements[int(track)] += 1
+
+
+def _assert_logged_once(logged: dict[int, set[float]], expected: dict[int, float]) -> None:
+    for track, values in logged.items():
+        assert len(values) == 1, f"track {track} logged different propensities {values}"
+        assert next(iter(values)) == pytest.approx(expected[track], rel=1e-12), track
+
+
+def test_pick_explore_propensity_is_the_placement_probability(explore_factory) -> None:
+    pool = explore_factory(POOL_SIZES)
+    size = pool.groupby(s.ARTIST_ID)[s.TRACK_ID].transform("size")
+    expected = dict(zip(pool[s.TRACK_ID], (3 / 7) / size, strict=True))
+    assert sum(expected.values()) == pytest.approx(3.0)
+
+    rng = np.random.default_rng(2024)
+    logged: dict[int, set[float]] = defaultdict(set)
+    placements: Counter = Counter()
+    for _ in range(PICK_DRAWS):
+        picks = pick_explore(pool, 3, rng)
+        assert len(picks) == 3 and len(set(picks[s.ARTIST_ID].to_numpy())) == 3
+        _tally(picks, logged, placements)
+    assert set(picks[s.POLICY]) == {s.POLICY_EXPLORE}
+    assert set(logged) == set(expected)  # every track is reachable
+    _assert_logged_once(logged, expected)
+    _assert_frequencies_match(placements, expected, PICK_DRAWS)
+
+
+def test_pick_explore_with_fewer_artists_than_slots(explore_factory, rng) -> None:
+    picks = pick_explore(explore_factory({1: 1, 2: 4}), 3, rng)
+    assert sorted(picks[s.ARTIST_ID]) == [1, 2]
+    assert dict(zip(picks[s.ARTIST_ID], picks[s.PROPENSITY], strict=True)) == {1: 1.0, 2: 0.25}
+    assert pick_explore(explore_factory({1: 1}), 0, rng).empty
+
+
+def test_rerank_user_explore_propensity_is_the_placement_probability(candidate_factory, explore_factory) -> None:
+    # A 10-slot mix (3 explore, 7 exploit) keeps the draws cheap. The pool also holds artists 1 and 2, which the
+    # mix already exploits: they are out, leaving 5 artists with 1, 2, 3, 4, 1 tracks → propensity 3/5 x 1/n_a.
+    config = RerankConfig(tracks_per_mix=10, exploration_rate=0.3)
+    ids = np.arange(1, 8)
+    candidates = candidate_factory(ids, ids, 10.0 - ids, np.zeros(7, bool))
+    eligible = explore_factory({901: 1, 902: 2, 903: 3, 904: 4, 905: 1})
+    pool = pd.concat([eligible, explore_factory({1: 2, 2: 1}, first_track=95_000)], ignore_index=True)
+    size = eligible.groupby(s.ARTIST_ID)[s.TRACK_ID].transform("size")
+    expected = dict(zip(eligible[s.TRACK_ID], (3 / 5) / size, strict=True))
+
+    rng = np.random.default_rng(99)
+    logged: dict[int, set[float]] = defaultdict(set)
+    placements: Counter = Counter()
+    for _ in range(RERANK_DRAWS):
+        (mix,) = rerank_user(candidates, ["Rock"], pool, config, rng)
+        explore = mix.slots.loc[mix.slots[s.POLICY] == s.POLICY_EXPLORE]
+        assert explore[s.POSITION].tolist() == [1, 5, 8]
+        _tally(explore, logged, placements)
+    assert set(logged) == set(expected)
+    _assert_logged_once(logged, expected)
+    _assert_frequencies_match(placements, expected, RERANK_DRAWS)
+def test_later_mix_propensity_is_conditional_on_the_tracks_already_placed(three_cluster_candidates, explore_factory,
+                                                                         rerank_config) -> None:
+    # All mixes share the pool; a later mix draws from what earlier mixes left: its logged propensity must be
+    # n/A x 1/n_a of that remaining pool.
+    pool = explore_factory({901: 1, 902: 2, 903: 3, 904: 4, 905: 1, 906: 2})
+    for seed_ in range(20):
+        mixes = rerank_user(three_cluster_candidates, ["Rock", "Jazz", "Pop"], pool, rerank_config,
+                            np.random.default_rng(seed_))
+        placed: set[int] = set()
+        for mix in mixes:
+            remaining = pool.loc[~pool[s.TRACK_ID].isin(placed)]
+            n_artists = remaining[s.ARTIST_ID].nunique()
+            per_artist = remaining.groupby(s.ARTIST_ID).size()
+            explore = mix.slots.loc[mix.slots[s.POLICY] == s.POLICY_EXPLORE]
+            for artist, p in zip(explore[s.ARTIST_ID], explore[s.PROPENSITY], strict=True):
+                assert p == pytest.approx(3 / n_artists / per_artist[artist], rel=1e-12)
+            placed |= set(mix.slots[s.TRACK_ID])
