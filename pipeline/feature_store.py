@@ -111,7 +111,9 @@ def feature_store(settings: Settings):
 
 def feature_version(settings: Settings, day: str) -> str:
     """Names the feature definitions and the snapshot day a prediction used."""
-    digest = hashlib.sha256(repr([(v.name, v.schema, v.ttl) for v in definitions(settings)[2:]]).encode())
+    views = [view for view in definitions(settings) if hasattr(view, "schema")]
+    spec = [(v.name, sorted((f.name, str(f.dtype)) for f in v.schema), v.ttl.total_seconds()) for v in views]
+    digest = hashlib.sha256(repr(spec).encode())
     return f"{day}.{digest.hexdigest()[:8]}"
 
 

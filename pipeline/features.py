@@ -48,11 +48,14 @@ def vocabulary(catalog: pd.DataFrame, column: str) -> list[str]:
 def _shares(events: pd.DataFrame, column: str, vocab: list[str]) -> pd.DataFrame:
     """Per user, the share of completed plays in each category, Laplace-smoothed."""
     completed = events.loc[~events[s.SKIPPED]]
-    codes = pd.Categorical(completed[column].astype(str), categories=vocab)
-    counts = pd.crosstab(completed[s.USER_ID], codes, dropna=False).reindex(columns=vocab, fill_value=0)
-    counts = counts.reindex(events[s.USER_ID].unique(), fill_value=0)
-    smoothed = counts.to_numpy(dtype=np.float64) + 0.1
-    return pd.DataFrame(smoothed / smoothed.sum(axis=1, keepdims=True), index=counts.index)
+    users = pd.Index(events[s.USER_ID].unique())
+    counts = np.zeros((len(users), len(vocab)))
+    rows = users.get_indexer(completed[s.USER_ID])
+    cols = pd.Categorical(completed[column].astype(str), categories=vocab).codes
+    known = cols >= 0
+    np.add.at(counts, (rows[known], cols[known]), 1.0)
+    smoothed = counts + 0.1
+    return pd.DataFrame(smoothed / smoothed.sum(axis=1, keepdims=True), index=users)
 
 
 def user_profile(events: pd.DataFrame, catalog: pd.DataFrame, day: str) -> pd.DataFrame:

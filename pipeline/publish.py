@@ -34,7 +34,10 @@ def date_dir(settings: Settings, day: str) -> Path:
 
 
 def content_hash(slots: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(slots, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    """Hash of the values and the schema (names and dtypes), so a schema change is new content."""
+    digest = hashlib.sha256(repr([(str(c), str(t)) for c, t in slots.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(slots, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def publish(settings: Settings, plan_path: str, shard_paths: list[str], run_id: str) -> dict:
@@ -61,9 +64,11 @@ def publish(settings: Settings, plan_path: str, shard_paths: list[str], run_id: 
         "lineage": {"model_version": night["model_version"], "index_version": night["index_version"],
                     "feature_version": night["feature_version"], "run_id": run_id},
     }
+    previous = read_json(directory / MANIFEST)["mixes_file"] if (directory / MANIFEST).exists() else None
     atomic_write_json(manifest, directory / MANIFEST)
+    # Keep the file just replaced: a reader that read the old manifest a moment ago can still open it.
     for stale in directory.glob("mixes-*.parquet"):
-        if stale != mixes_file:
+        if stale.name not in {mixes_file.name, previous}:
             stale.unlink()
     _advance_latest(settings, day)
     log.info("published %s: %d users, %d mixes (%s)", day, manifest["users"], manifest["mixes"], digest)

@@ -85,10 +85,17 @@ def train_and_register(settings: Settings, day: str, directory: str) -> dict:
             registered_model_name=settings.model_name,
             pyfunc_predict_fn="predict_proba",
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pip_requirements=_serving_requirements(),  # pinned here: inferring them costs a subprocess
         )
     version = str(info.registered_model_version)
     log.info("registered %s version %s (run %s): %s", settings.model_name, version, run.info.run_id, metrics)
     return {"version": version, "run_id": run.info.run_id, "metrics": metrics}
+
+
+def _serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "scipy", "skops")]
 
 
 def promote_if_better(settings: Settings, directory: str, candidate: dict) -> dict:

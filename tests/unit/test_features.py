@@ -80,6 +80,16 @@ def test_user_profile_plays_and_skip_rate_count_every_start(profile) -> None:
     np.testing.assert_allclose(profile["skip_rate"], [0.25, 1.0, 0.0])
 
 
+def test_user_profile_when_every_start_was_skipped(events, catalog) -> None:
+    skipped_only = events.loc[events[s.SKIPPED]]  # user 10's skip of t2, user 20's two skips of t4
+    profile = user_profile(skipped_only, catalog, DAY)
+    assert profile[s.USER_ID].tolist() == [10, 20]
+    np.testing.assert_allclose(np.vstack(profile["genre_affinity"]), np.full((2, 3), 1 / 3), rtol=1e-6)
+    np.testing.assert_allclose(np.vstack(profile["mood_affinity"]), np.full((2, 2), 1 / 2), rtol=1e-6)
+    assert profile["plays"].tolist() == [1, 2]
+    np.testing.assert_allclose(profile["skip_rate"], [1.0, 1.0])
+
+
 def test_user_profile_of_no_events_is_empty(events, catalog) -> None:
     empty = user_profile(events.iloc[0:0], catalog, DAY)
     assert empty.empty

@@ -135,17 +135,29 @@ def test_same_slots_in_other_shards_and_a_fresh_rewrite_give_the_same_file(setti
     assert first.read_bytes() == before
 
 
-def test_new_content_replaces_the_pointer_and_removes_the_stale_file(settings, published) -> None:
-    (old,) = mixes_files(settings)
+def test_new_content_replaces_the_pointer_keeping_only_the_file_just_replaced(settings, published) -> None:
+    (first,) = mixes_files(settings)
     changed = night_slots()
     changed.loc[changed[s.USER_ID] == 2, s.SCORE] -= 0.5
     manifest = publish(settings, write_plan(settings), write_shards(settings, changed, "b"), run_id="airflow-run-2")
     assert manifest["content_hash"] != published["content_hash"]
-    assert not old.exists()
-    assert [p.name for p in mixes_files(settings)] == [manifest["mixes_file"]]
+    # A reader holding the old manifest can still open the file it names.
+    assert sorted(p.name for p in mixes_files(settings)) == sorted([first.name, manifest["mixes_file"]])
     current, slots = read_publication(settings, DAY)
     assert current == manifest and current["lineage"]["run_id"] == "airflow-run-2"
     pd.testing.assert_frame_equal(slots, changed)
+
+    changed_again = changed.assign(**{s.SCORE: changed[s.SCORE] - 0.1})
+    third = publish(settings, write_plan(settings), write_shards(settings, changed_again, "c"), run_id="run-3")
+    assert not first.exists()
+    assert sorted(p.name for p in mixes_files(settings)) == sorted([manifest["mixes_file"], third["mixes_file"]])
+
+
+def test_a_schema_change_is_new_content(settings, published) -> None:
+    renamed = night_slots().rename(columns={s.SCORE: "ranker_score"})
+    manifest = publish(settings, write_plan(settings), write_shards(settings, renamed, "renamed"), run_id="r2")
+    assert manifest["content_hash"] != published["content_hash"]
+    assert "ranker_score" in read_publication(settings, DAY)[1].columns
 
 
 def test_user_mixes_json_contract(settings, published) -> None:

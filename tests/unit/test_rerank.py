@@ -243,12 +243,10 @@ def test_rule_violations_too_many_tracks_by_one_artist(valid_slots, rerank_confi
 def test_rule_violations_track_in_two_mixes(valid_slots, rerank_config) -> None:
     broken = valid_slots.copy()
     row = _exploit_row(broken, 1, 0)
-    original = broken.loc[row, [s.TRACK_ID, s.ARTIST_ID, s.DISCOVERY]]
-    donor = broken.loc[_exploit_row(broken, 0, 0)]
-    # same artist/discovery as the replaced slot so no other rule changes
-    broken.loc[row, s.TRACK_ID] = donor[s.TRACK_ID]
-    assert original[s.TRACK_ID] != donor[s.TRACK_ID]
-    assert rule_violations(broken, rerank_config) == [f"user 1: track {int(donor[s.TRACK_ID])} placed twice"]
+    duplicate = int(broken.loc[_exploit_row(broken, 0, 0), s.TRACK_ID])
+    assert broken.loc[row, s.TRACK_ID] != duplicate
+    broken.loc[row, s.TRACK_ID] = duplicate  # only the id changes: artist and discovery flag stay, so no other rule
+    assert rule_violations(broken, rerank_config) == [f"user 1: track {duplicate} placed twice"]
 
 
 def test_rule_violations_too_few_discoveries(valid_slots, rerank_config) -> None:
@@ -256,6 +254,15 @@ def test_rule_violations_too_few_discoveries(valid_slots, rerank_config) -> None
     in_mix = broken[s.MIX_INDEX] == 2
     broken.loc[in_mix, s.DISCOVERY] = False
     assert rule_violations(broken, rerank_config) == ["user 1 mix 2: 0 discoveries < 6"]
+
+
+def test_rule_violations_discovery_boundary(valid_slots, rerank_config) -> None:
+    in_mix = valid_slots.index[valid_slots[s.MIX_INDEX] == 0]
+    for discoveries, expected in ((6, []), (5, ["user 1 mix 0: 5 discoveries < 6"])):
+        broken = valid_slots.copy()
+        broken.loc[in_mix, s.DISCOVERY] = False
+        broken.loc[in_mix[:discoveries], s.DISCOVERY] = True
+        assert rule_violations(broken, rerank_config) == expected
 
 
 def test_rule_violations_wrong_length(valid_slots, rerank_config) -> None:
