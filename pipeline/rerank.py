@@ -33,7 +33,7 @@ class MixPlan:
 
 def slot_counts(config: RerankConfig) -> tuple[int, int, int]:
     """(exploration slots, exploitation slots, discoveries required among exploitation slots)."""
-    n_explore = round(config.exploration_rate * config.tracks_per_mix)
+    n_explore = math.floor(config.exploration_rate * config.tracks_per_mix + 0.5)  # half up: 4.5 slots → 5
     n_exploit = config.tracks_per_mix - n_explore
     required = math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
     return n_explore, n_exploit, max(0, required - n_explore)
