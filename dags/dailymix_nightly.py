@@ -4,10 +4,15 @@
 | step | what it does | output |
 |---|---|---|
 | `plan` | pins the champion model, its index and the feature version; splits active users into shards | `nightly/date=D/plan.json` |
+| `skew_gate` | validates tonight's online features (users, tracks) against the champion's Great Expectations suites, generated from its training data; fails on drift or features older than 24 h | `validation/results/date=D.json`, Data Docs `validation/gx/uncommitted/data_docs/local_site/index.html`, alert `monitoring/alerts/date=D/skew_gate.json` |
 | `score` (mapped, one per shard) | per user: taste clusters → Annoy top-1000 per cluster → one batched ranker call → re-ranking (discovery quota, artist cap, exploration with propensities) | `nightly/date=D/shard-K.parquet` |
 | `publish` | checks every mix against the rules, writes the content-addressed mixes file and swaps the date's manifest atomically | `published/date=D/`, asset `dailymix_mixes` |
 
-**Runbook.** *publish failed with rule violations*: nothing was published; yesterday's mixes stay current.
+**Runbook.** *skew_gate failed*: nothing was scored or published; yesterday's mixes stay current. The log
+lists each failed expectation with observed vs expected values; open the Data Docs for the full report.
+A freshness failure means `dailymix_features` has not run for the day. A drifted feature usually means an
+upstream change (a unit, a broken join): fix the data, rerun `dailymix_features` for the day, clear the gate.
+`dailymix validate --date D` runs the same gate from the command line. *publish failed with rule violations*: nothing was published; yesterday's mixes stay current.
 *A shard failed*: clear just that mapped task; shards are deterministic and idempotent. *Backfill a date*:
 `airflow dags test dailymix_nightly YYYY-MM-DD` rewrites that date only (the latest pointer never moves back).
 """
@@ -37,6 +42,13 @@ def dailymix_nightly():
         path = plan_night(settings(), run_day())
         return [{"plan_path": path, "shard": shard} for shard in range(shard_count(path))]
 
+    @task
+    def skew_gate(shards: list[dict]) -> list[dict]:
+        from pipeline.skew import run_gate
+
+        run_gate(settings(), shards[0]["plan_path"])  # raises, listing every drifted feature, on skew
+        return shards
+
     @task(map_index_template="shard {{ task.op_kwargs['shard'] }}")
     def score(plan_path: str, shard: int) -> dict:
         from pipeline.nightly import score_shard
@@ -53,7 +65,7 @@ def dailymix_nightly():
         announce(MIXES, manifest["date"], content_hash=manifest["content_hash"])
         return manifest
 
-    publish(score.expand_kwargs(plan()))
+    publish(score.expand_kwargs(skew_gate(plan())))
 
 
 dailymix_nightly()

@@ -1,60 +1,115 @@
-"""Approximate nearest-neighbour search over track embeddings (Annoy, memory-mapped)."""
+"""Approximate nearest-neighbour search over track embeddings, behind one small interface.
+
+Two backends answer the same calls (`build`, `load`, `query`, `query_batch`):
+
+* `annoy` (default): random-projection trees in one file that is memory-mapped on load, so every worker on
+  a node shares one copy of the pages.
+* `voyager`: Spotify's HNSW index (Annoy's successor), cosine space; loaded into memory per process.
+
+Both are cosine: a query's norm does not matter and scores are cosine similarities, best first. Item ids
+are the ids passed to `build` (track ids), never the backend's internal row numbers.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 INDEX_FILE = "tracks.ann"
+VOYAGER_FILE = "tracks.voy"
 META_FILE = "index.json"
+IDS_FILE = "track_ids.npy"
+BACKENDS = ("annoy", "voyager")
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows (zero rows stay zero): cosine becomes a dot product."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.where(norms == 0, 1.0, norms)
 
 
+class AnnIndex(Protocol):
+    """What retrieval needs from an index, whatever the backend."""
+
+    backend: ClassVar[str]
+    path: Path
+    track_ids: np.ndarray
+    dim: int
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def query_batch(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _write_meta(directory: Path, backend: str, dim: int, params: dict[str, Any], track_ids: np.ndarray) -> None:
+    np.save(directory / IDS_FILE, np.asarray(track_ids, dtype=np.int64))
+    meta = {"backend": backend, "dim": dim, "metric": "cosine", **params}
+    (directory / META_FILE).write_text(json.dumps(meta, sort_keys=True))
+
+
+MISSING = -1  # id padding when a shallow search returns fewer than k neighbours (cosine padding: NaN)
+
+
+def _pad(rows: list[np.ndarray], k: int, fill: float) -> np.ndarray:
+    """One (n, k) array from rows of up to k values; a search may return fewer than k."""
+    out = np.full((len(rows), k), fill, dtype=np.result_type(*rows) if rows else np.float64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row[:k]
+    return out
+
+
 @dataclass
 class AnnoyIndex:
-    """Angular (cosine) index; item ids are the row ids passed to `build`."""
+    """Annoy angular index, memory-mapped on load. search_k = -1 means Annoy's default n_trees * k."""
 
+    backend: ClassVar[str] = "annoy"
     path: Path
     track_ids: np.ndarray
     dim: int
     n_trees: int
     search_k: int = -1
+    _index: Any = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, n_trees: int, seed: int,
               search_k: int = -1) -> AnnoyIndex:
+        """Seeded and single-threaded, so the same vectors and seed give a byte-identical file."""
         from annoy import AnnoyIndex as Annoy
 
         directory.mkdir(parents=True, exist_ok=True)
         index = Annoy(vectors.shape[1], "angular")
         index.set_seed(seed)
-        for row, vector in enumerate(vectors):
+        for row, vector in enumerate(np.asarray(vectors, dtype=np.float32)):
             index.add_item(row, vector)
         index.build(n_trees, n_jobs=1)
         index.save(str(directory / INDEX_FILE))
-        np.save(directory / "track_ids.npy", track_ids)
-        meta = {"dim": int(vectors.shape[1]), "n_trees": n_trees, "search_k": search_k, "metric": "angular"}
-        (directory / META_FILE).write_text(json.dumps(meta, sort_keys=True))
-        return cls(directory / INDEX_FILE, track_ids, int(vectors.shape[1]), n_trees, search_k)
+        _write_meta(directory, cls.backend, int(vectors.shape[1]), {"n_trees": n_trees, "search_k": search_k},
+                    track_ids)
+        return cls(directory / INDEX_FILE, np.asarray(track_ids), int(vectors.shape[1]), n_trees, search_k)
 
     @classmethod
     def load(cls, directory: Path) -> AnnoyIndex:
         meta = json.loads((directory / META_FILE).read_text())
-        track_ids = np.load(directory / "track_ids.npy")
-        return cls(directory / INDEX_FILE, track_ids, meta["dim"], meta["n_trees"], meta["search_k"])
+        return cls(directory / INDEX_FILE, np.load(directory / IDS_FILE), meta["dim"], meta["n_trees"],
+                   meta["search_k"])
 
-    def __post_init__(self) -> None:
-        self._index = None
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"n_trees": self.n_trees, "search_k": self.search_k}
 
-    def _annoy(self):
+    def with_search_k(self, search_k: int) -> AnnoyIndex:
+        """The same file searched deeper or shallower (search_k is a query-time knob)."""
+        return AnnoyIndex(self.path, self.track_ids, self.dim, self.n_trees, search_k)
+
+    def _annoy(self) -> Any:
         if self._index is None:
             from annoy import AnnoyIndex as Annoy
 
@@ -68,6 +123,99 @@ class AnnoyIndex:
         cosine = 1.0 - np.square(np.asarray(distances, dtype=np.float64)) / 2.0
         return self.track_ids[np.asarray(rows, dtype=np.int64)], cosine
 
+    def query_batch(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One row per query (Annoy has no batch call; the loop is the same work). Rows shorter than
+        k (a search too shallow to find k) are padded with id MISSING and cosine NaN."""
+        results = [self.query(vector, k) for vector in vectors]
+        k = min(k, len(self.track_ids))
+        return _pad([r[0] for r in results], k, MISSING), _pad([r[1] for r in results], k, np.nan)
+
+
+@dataclass
+class VoyagerIndex:
+    """Voyager HNSW index in cosine space. `ef` is the query-time search depth (at least k is used)."""
+
+    backend: ClassVar[str] = "voyager"
+    path: Path
+    track_ids: np.ndarray
+    dim: int
+    m: int = 16
+    ef_construction: int = 200
+    ef: int = 1000
+    _index: Any = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, m: int = 16,
+              ef_construction: int = 200, ef: int = 1000) -> VoyagerIndex:
+        """Seeded, single-threaded insertion in row order: the same vectors and seed give the same graph."""
+        from voyager import Index, Space
+
+        directory.mkdir(parents=True, exist_ok=True)
+        index = Index(Space.Cosine, num_dimensions=int(vectors.shape[1]), M=m, ef_construction=ef_construction,
+                      random_seed=seed, max_elements=len(vectors))
+        index.add_items(np.asarray(vectors, dtype=np.float32), ids=list(range(len(vectors))), num_threads=1)
+        index.save(str(directory / VOYAGER_FILE))
+        params = {"m": m, "ef_construction": ef_construction, "ef": ef}
+        _write_meta(directory, cls.backend, int(vectors.shape[1]), params, track_ids)
+        return cls(directory / VOYAGER_FILE, np.asarray(track_ids), int(vectors.shape[1]), m, ef_construction, ef)
+
+    @classmethod
+    def load(cls, directory: Path) -> VoyagerIndex:
+        meta = json.loads((directory / META_FILE).read_text())
+        return cls(directory / VOYAGER_FILE, np.load(directory / IDS_FILE), meta["dim"], meta["m"],
+                   meta["ef_construction"], meta["ef"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"m": self.m, "ef_construction": self.ef_construction, "ef": self.ef}
+
+    def with_ef(self, ef: int) -> VoyagerIndex:
+        """The same graph searched with another depth (ef is a query-time knob)."""
+        return VoyagerIndex(self.path, self.track_ids, self.dim, self.m, self.ef_construction, ef)
+
+    def _voyager(self) -> Any:
+        if self._index is None:
+            from voyager import Index
+
+            self._index = Index.load(str(self.path))
+        return self._index
+
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k track ids and cosine similarities, best first."""
+        ids, cosine = self.query_batch(np.asarray(vector)[None, :], k)
+        return ids[0], cosine[0]
+
+    def query_batch(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """All queries in one native call (single-threaded, so results never depend on scheduling)."""
+        index = self._voyager()
+        k = min(k, len(self.track_ids))
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows, distances = index.query(queries, k=k, num_threads=1, query_ef=max(self.ef, k))
+        cosine = 1.0 - np.asarray(distances, dtype=np.float64)
+        return self.track_ids[np.asarray(rows, dtype=np.int64)], cosine
+
+
+INDEX_CLASSES: dict[str, type] = {"annoy": AnnoyIndex, "voyager": VoyagerIndex}
+
+
+def build_index(backend: str, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int,
+                **params: Any) -> AnnIndex:
+    """Build the named backend's index of `vectors` (rows) under `directory`; params are the backend's knobs."""
+    if backend not in INDEX_CLASSES:
+        raise ValueError(f"unknown ANN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return INDEX_CLASSES[backend].build(vectors, track_ids, directory, seed=seed, **params)
+
+
+def load_index(directory: Path) -> AnnIndex:
+    """Whatever backend built `directory` (recorded in its index.json); indexes from before it are Annoy."""
+    meta = json.loads((directory / META_FILE).read_text())
+    return INDEX_CLASSES[meta.get("backend", "annoy")].load(directory)
+
+
+def index_size_bytes(directory: Path) -> int:
+    """Bytes of the index file itself (what a worker maps or loads)."""
+    return sum((directory / name).stat().st_size for name in (INDEX_FILE, VOYAGER_FILE) if (directory / name).exists())
+
 
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     """Row indices of the k most cosine-similar vectors per query (batched BLAS)."""
@@ -77,15 +225,91 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     return top
 
 
-def recall_at_k(index: AnnoyIndex, queries: np.ndarray, vectors: np.ndarray, k: int) -> float:
-    """Share of the exact top-k neighbours the index returns, averaged over queries."""
+def recall_at_k(index: AnnIndex, queries: np.ndarray, vectors: np.ndarray, k: int) -> float:
+    """Share of the exact top-k neighbours the index returns, averaged over queries.
+
+    `vectors` are the indexed rows, in the order given to `build` (row i is `index.track_ids[i]`).
+    """
     truth = exact_top_k(queries, vectors, k)
-    hits = 0
-    for query, true_rows in zip(queries, truth, strict=True):
-        found, _ = index.query(query, k)
-        hits += len(np.intersect1d(found, index.track_ids[true_rows]))
+    found, _ = index.query_batch(queries, k)
+    hits = sum(len(np.intersect1d(got, index.track_ids[rows])) for got, rows in zip(found, truth, strict=True))
     return hits / truth.size
 
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How hard an index must try: the recall it must reach on sample queries, and the effort caps."""
+
+    target_recall: float = 0.95
+    k: int = 1000
+    n_trees: int = 10  # annoy: trees of the first build; doubled until the target is met
+    max_trees: int = 320  # annoy: the cap
+    search_k: int = -1  # annoy: -1 = n_trees * k (Annoy's default); a fixed value is kept as given
+    m: int = 16  # voyager: graph degree
+    ef_construction: int = 200  # voyager: build-time search depth
+    max_ef: int = 8000  # voyager: query depth cap; starts at k and doubles
+
+
+@dataclass(frozen=True)
+class TunedIndex:
+    index: AnnIndex
+    recall: float
+    attempts: list[dict[str, Any]]
+
+
+def build_for_recall(backend: str, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int,
+                     queries: np.ndarray, tuning: Tuning) -> TunedIndex:
+    """The cheapest index (fewest trees / shallowest search) whose recall@k on `queries` meets the target.
+
+    Stops at the cap and returns the best it got: whether that is good enough is the gate's call, not the
+    builder's. Deterministic: the same vectors, queries, seed and tuning give the same index.
+    """
+    k = min(tuning.k, len(vectors))
+    if backend == "annoy":
+        return _tune_annoy(vectors, track_ids, directory, seed, queries, tuning, k)
+    if backend == "voyager":
+        return _tune_voyager(vectors, track_ids, directory, seed, queries, tuning, k)
+    raise ValueError(f"unknown ANN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _tune_annoy(vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
+                tuning: Tuning, k: int) -> TunedIndex:
+    attempts: list[dict[str, Any]] = []
+    n_trees = min(tuning.n_trees, tuning.max_trees)
+    while True:
+        index = AnnoyIndex.build(vectors, track_ids, directory, n_trees, seed, tuning.search_k)
+        recall = recall_at_k(index, queries, vectors, k)
+        attempts.append({"n_trees": n_trees, "search_k": tuning.search_k, "recall": recall})
+        if recall >= tuning.target_recall or n_trees >= tuning.max_trees:
+            return TunedIndex(index, recall, attempts)
+        n_trees = min(2 * n_trees, tuning.max_trees)
+
+
+def _tune_voyager(vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
+                  tuning: Tuning, k: int) -> TunedIndex:
+    """One graph; only the query depth ef grows (it is recorded in index.json, not in the graph)."""
+    index = VoyagerIndex.build(vectors, track_ids, directory, seed, tuning.m, tuning.ef_construction, k)
+    attempts: list[dict[str, Any]] = []
+    ef = k
+    while True:
+        index = index.with_ef(ef)
+        recall = recall_at_k(index, queries, vectors, k)
+        attempts.append({"ef": ef, "recall": recall})
+        if recall >= tuning.target_recall or ef >= tuning.max_ef:
+            _write_meta(directory, index.backend, index.dim, index.params, track_ids)
+            return TunedIndex(index, recall, attempts)
+        ef = min(2 * ef, tuning.max_ef)
+
+
+def mips_to_cosine(item_vectors: np.ndarray, user_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors whose cosine order is the dot-product order (Bachrach et al. 2014): items gain one coordinate
+    sqrt(M² - |v|²) so all have norm M, users gain a 0. Lets a cosine index serve ALS's dot-product scores."""
+    norms = np.linalg.norm(item_vectors, axis=1)
+    extra = np.sqrt(np.maximum(norms.max() ** 2 - norms**2, 0.0))
+    items = np.column_stack([item_vectors, extra]).astype(np.float32)
+    users = np.column_stack([user_vectors, np.zeros(len(user_vectors))]).astype(np.float32)
+    return items, users

@@ -83,6 +83,21 @@ def cmd_mixes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run the nightly skew gate for a date against the champion's suites."""
+    from pipeline.nightly import plan
+    from pipeline.skew import SkewGateError, run_gate
+
+    settings = _settings(args)
+    try:
+        result = run_gate(settings, plan(settings, args.date))
+    except SkewGateError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        return 1
+    print(f"skew gate passed for {args.date} (model v{result['model_version']}); Data Docs: {result['data_docs']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the default world and run every DAG through Airflow, then summarise."""
     from pipeline.demo import run_demo
@@ -115,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     mixes.add_argument("--date", help="publication date (default: latest)")
     mixes.add_argument("--json", action="store_true", help="machine-readable output (stable contract)")
     mixes.set_defaults(func=cmd_mixes)
+
+    validate = sub.add_parser("validate", help=cmd_validate.__doc__)
+    validate.add_argument("--date", required=True, help="the day (YYYY-MM-DD) whose serving features to check")
+    validate.set_defaults(func=cmd_validate)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--keep", action="store_true", help="keep an existing data root instead of starting fresh")

@@ -75,6 +75,15 @@ class TrainingConfig(_Config):
     holdout_days: int = Field(2, ge=0, description="Last days of the window held out for evaluation.")
 
 
+class SkewConfig(_Config):
+    """The nightly training–serving skew gate."""
+
+    z: float = Field(4.0, gt=0, description="Band half-width in units of the training data's own spread.")
+    profile_days: int = Field(7, ge=1, description="Daily snapshots up to the training day that set the bands.")
+    max_feature_age_hours: float = Field(
+        24.0, gt=0, description="Serving features older than this at the end of the run's day fail the gate.")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -89,6 +98,7 @@ class Settings(_Config):
     rerank: RerankConfig = RerankConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     training: TrainingConfig = TrainingConfig()
+    skew: SkewConfig = SkewConfig()
 
     @property
     def tracking_uri(self) -> str:

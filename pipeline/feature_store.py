@@ -27,7 +27,7 @@ USER_PROFILE = "user_profile"
 TRACK_STATS = "track_stats"
 USER_RECENT = "user_recent"
 VIEWS = (USER_PROFILE, TRACK_STATS, USER_RECENT)
-USER_FEATURES = ("genre_affinity", "mood_affinity", "plays", "skip_rate")
+USER_FEATURES = ("genre_affinity", "mood_affinity", "plays", "skip_rate", "completion")
 TRACK_FEATURES = ("plays", "skip_rate")
 
 
@@ -60,6 +60,7 @@ def definitions(settings: Settings) -> list:
             Field(name="mood_affinity", dtype=Array(Float32), description="Share of completed plays per mood"),
             Field(name="plays", dtype=Int64, description="Track starts in the window"),
             Field(name="skip_rate", dtype=Float32, description="Share of starts skipped"),
+            Field(name="completion", dtype=Float32, description="Mean share of each started track heard"),
         ],
         source=source(USER_PROFILE),
     )
@@ -148,11 +149,16 @@ def historical(settings: Settings, entity_df: pd.DataFrame, view: str, features:
     return joined[list(features)].reset_index(drop=True)
 
 
+FEATURE_TS = "feature_ts"  # when the served values became true (NaT: nothing served)
+
+
 def online(settings: Settings, view: str, key: str, ids, features: tuple[str, ...], store=None) -> pd.DataFrame:
-    """Current online values for ids (one row per id, nulls where the store has none)."""
+    """Current online values for ids (one row per id, nulls where the store has none), with FEATURE_TS."""
     store = store or feature_store(settings)
     rows = [{key: int(i)} for i in ids]
     refs = [f"{view}:{name}" for name in features]
-    frame = store.get_online_features(features=refs, entity_rows=rows).to_df()
-    return frame[[key, *features]]
+    frame = store.get_online_features(features=refs, entity_rows=rows).to_df(include_event_timestamps=True)
+    stamps = frame[[f"{name}__ts" for name in features]].max(axis=1).astype("float64")
+    frame[FEATURE_TS] = pd.to_datetime(stamps.where(stamps > 0), unit="s", utc=True)
+    return frame[[key, *features, FEATURE_TS]]
 

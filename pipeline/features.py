@@ -18,6 +18,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "mood_affinity",
     "user_log_plays",
     "user_skip_rate",
+    "user_completion",
     "track_log_plays",
     "track_skip_rate",
     "track_age_years",
@@ -60,13 +61,15 @@ def _shares(events: pd.DataFrame, column: str, vocab: list[str]) -> pd.DataFrame
 
 def user_profile(events: pd.DataFrame, catalog: pd.DataFrame, day: str) -> pd.DataFrame:
     """Per active user: genre and mood affinity vectors, activity and skip rate over the window."""
-    columns = [s.USER_ID, s.EVENT_TIMESTAMP, "genre_affinity", "mood_affinity", "plays", "skip_rate"]
+    columns = [s.USER_ID, s.EVENT_TIMESTAMP, "genre_affinity", "mood_affinity", "plays", "skip_rate", "completion"]
     if events.empty:
         return pd.DataFrame(columns=columns)
-    enriched = events.merge(catalog[[s.TRACK_ID, s.GENRE, s.MOOD]], on=s.TRACK_ID, how="left")
+    enriched = events.merge(catalog[[s.TRACK_ID, s.GENRE, s.MOOD, s.DURATION_MS]], on=s.TRACK_ID, how="left")
     genre = _shares(enriched, s.GENRE, vocabulary(catalog, s.GENRE))
     mood = _shares(enriched, s.MOOD, vocabulary(catalog, s.MOOD))
-    activity = enriched.groupby(s.USER_ID)[s.SKIPPED].agg(["size", "mean"])
+    enriched["completion"] = completion(enriched[s.MS_PLAYED], enriched[s.DURATION_MS])
+    activity = enriched.groupby(s.USER_ID).agg(size=(s.SKIPPED, "size"), mean=(s.SKIPPED, "mean"),
+                                               completion=("completion", "mean"))
     users = np.sort(activity.index.to_numpy())
     return pd.DataFrame(
         {
@@ -76,8 +79,17 @@ def user_profile(events: pd.DataFrame, catalog: pd.DataFrame, day: str) -> pd.Da
             "mood_affinity": list(mood.loc[users].to_numpy(dtype=np.float32)),
             "plays": activity.loc[users, "size"].to_numpy(dtype="int64"),
             "skip_rate": activity.loc[users, "mean"].to_numpy(dtype="float32"),
+            "completion": activity.loc[users, "completion"].to_numpy(dtype="float32"),
         }
     )[columns]
+
+
+def completion(ms_played: pd.Series, duration_ms: pd.Series) -> np.ndarray:
+    """Share of the track heard, capped at 1 (NaN when the duration is unknown)."""
+    duration = duration_ms.to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = ms_played.to_numpy(dtype="float64") / np.where(duration > 0, duration, np.nan)
+    return np.minimum(share, 1.0)
 
 
 def track_stats(events: pd.DataFrame, catalog: pd.DataFrame, day: str) -> pd.DataFrame:
@@ -144,6 +156,7 @@ def pair_features(
             "mood_affinity": _pick(users["mood_affinity"], user_row, meta[s.MOOD], vocabulary(catalog, s.MOOD)),
             "user_log_plays": np.log1p(_numeric(users["plays"])[user_row]),
             "user_skip_rate": _numeric(users["skip_rate"])[user_row],
+            "user_completion": _numeric(users["completion"])[user_row],
             "track_log_plays": np.log1p(_numeric(tracks["plays"])[track_row]),
             "track_skip_rate": _numeric(tracks["skip_rate"])[track_row],
             "track_age_years": np.nan_to_num(age_years.astype("float64"), nan=0.0),

@@ -17,6 +17,7 @@ from pipeline.ingest import read_raw_events
 from pipeline.io import atomic_write_parquet
 from pipeline.paths import Layout
 from pipeline.ranker import TrainingSet, build_training_set, evaluate, fit_ranker
+from pipeline.skew import SUITES_DIR, write_training_suites
 from pipeline.world import read_world
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def prepare_training_data(settings: Settings, day: str) -> str:
            s.USER_ID: events[s.USER_ID].to_numpy(), s.TRACK_ID: events[s.TRACK_ID].to_numpy()}
     )
     atomic_write_parquet(frame, directory / TRAINING_FILE)
+    write_training_suites(settings, day, directory)
     log.info("training set for %s: %d rows, %d users; embeddings %s", day, len(frame),
              frame[s.USER_ID].nunique(), embeddings.version())
     return str(directory)
@@ -76,6 +78,7 @@ def train_and_register(settings: Settings, day: str, directory: str) -> dict:
                            "seed": settings.seed, "features": ",".join(FEATURE_COLUMNS)})
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(Path(directory) / EMBEDDINGS_FILE), artifact_path="embeddings")
+        mlflow.log_artifacts(str(Path(directory) / SUITES_DIR), artifact_path=SUITES_DIR)  # the skew gate's suites
         sample = train.features.head(20)
         info = mlflow.sklearn.log_model(
             model,

@@ -94,7 +94,12 @@ def test_user_profile_of_no_events_is_empty(events, catalog) -> None:
     empty = user_profile(events.iloc[0:0], catalog, DAY)
     assert empty.empty
     assert list(empty.columns) == [s.USER_ID, s.EVENT_TIMESTAMP, "genre_affinity", "mood_affinity", "plays",
-                                   "skip_rate"]
+                                   "skip_rate", "completion"]
+
+
+def test_user_profile_completion_is_the_mean_share_heard_capped_at_one(profile) -> None:
+    # user 10: t1 whole twice, 5 s of the 240 s t2, 180 s of the 90 s t3 (capped at 1); user 20: 5 s of 200 s twice
+    np.testing.assert_allclose(profile["completion"], [(3 + 5_000 / 240_000) / 4, 5_000 / 200_000, 1.0], rtol=1e-6)
 
 
 # --- track_stats --------------------------------------------------------------------------------------------------
@@ -189,7 +194,8 @@ def test_mark_known_with_one_cutoff(known_pairs, events) -> None:
 @pytest.fixture
 def feature_inputs(events, catalog) -> tuple[pd.DataFrame, pd.DataFrame, tuple]:
     profiles = user_profile(events, catalog, DAY).to_dict("records")  # users 10, 20, 30
-    no_profile = {s.USER_ID: 99, "genre_affinity": None, "mood_affinity": None, "plays": None, "skip_rate": None}
+    no_profile = {s.USER_ID: 99, "genre_affinity": None, "mood_affinity": None, "plays": None, "skip_rate": None,
+                  "completion": None}
     users = pd.DataFrame([*profiles, no_profile])  # user 99 at row 3: the nulls Feast returns for an unknown user
     tracks = track_stats(events, catalog, DAY)  # rows: tracks 1..5
     user_factors = np.array([[1.0, 2.0], [0.5, -1.0]], dtype=np.float32)  # users 10, 30
@@ -216,6 +222,7 @@ def test_pair_features_known_values(feature_inputs, catalog) -> None:
         "mood_affinity": [0.1 / 3.2, 1.1 / 1.2, nan, 0.1 / 3.2],
         "user_log_plays": [np.log1p(4), np.log1p(1), nan, np.log1p(4)],
         "user_skip_rate": [0.25, 0.0, nan, 0.25],
+        "user_completion": [(3 + 5_000 / 240_000) / 4, 1.0, nan, (3 + 5_000 / 240_000) / 4],
         "track_log_plays": [np.log1p(1), np.log1p(2), np.log1p(2), np.log1p(2)],
         "track_skip_rate": [11 / 21, 15 / 49, 15 / 49, 29 / 49],
         # day - release: 2020-01-01 → 2496 days, same day → 0, 2016-11-01 → 3652 days, 2025-11-01 → 365 days
