@@ -5,13 +5,16 @@ Kept light: only Airflow's SDK is imported here. Domain code is imported inside 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, get_current_context
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
-DEFAULT_ARGS = {"owner": "dailymix", "retries": 2, "retry_delay": timedelta(minutes=1)}
+# The retry delay is a deployment knob (tests shorten it); retries themselves are fixed.
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("DAILYMIX_RETRY_DELAY_SECONDS", "60")))
+DEFAULT_ARGS = {"owner": "dailymix", "retries": 2, "retry_delay": RETRY_DELAY}
 
 # What each DAG produces and the next one consumes. `extra["date"]` names the day produced.
 FEATURES = Asset(name="dailymix_features", uri="dailymix://features/online")

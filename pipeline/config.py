@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,8 +58,21 @@ class RetrievalConfig(_Config):
     factors: int = Field(32, ge=2, description="ALS embedding dimension.")
     als_iterations: int = Field(15, ge=1, description="ALS sweeps.")
     als_regularization: float = Field(0.05, ge=0, description="ALS L2 penalty.")
-    n_trees: int = Field(50, ge=1, description="Annoy trees.")
-    search_k: int = Field(-1, description="Annoy search_k; -1 means n_trees * k.")
+    backend: Literal["annoy", "voyager"] = Field(
+        "annoy", description="ANN backend: 'annoy' (memory-mapped, shared by all workers on a node) or 'voyager' "
+        "(HNSW, loaded per process).")
+    target_recall: float = Field(
+        0.95, ge=0, le=1, description="recall@1000 vs exact search the index build aims for: Annoy trees are doubled "
+        "(Voyager's query depth ef too) until the sample queries reach it, up to the caps below.")
+    min_recall: float = Field(
+        0.90, ge=0, le=1, description="The recall gate's floor: below it the build fails and the previous index "
+        "keeps serving.")
+    n_trees: int = Field(10, ge=1, description="Annoy trees of the first build (doubled while under target_recall).")
+    max_trees: int = Field(320, ge=1, description="Most Annoy trees a build may use.")
+    search_k: int = Field(-1, ge=-1, description="Annoy search_k; -1 means n_trees * k.")
+    voyager_m: int = Field(16, ge=2, le=128, description="Voyager graph degree M (more: better recall, bigger).")
+    voyager_ef_construction: int = Field(200, ge=1, description="Voyager build-time search depth.")
+    voyager_max_ef: int = Field(8000, ge=1, description="Most query depth ef Voyager may use (it starts at k).")
     candidates_per_cluster: int = Field(1000, ge=1, description="ANN neighbours fetched per taste cluster.")
     recall_sample: int = Field(200, ge=1, description="Queries sampled to measure recall vs exact search.")
     recent_days: int = Field(28, ge=1, description="History window for taste clusters.")

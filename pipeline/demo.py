@@ -73,10 +73,10 @@ def _run(command: list[str], env: dict[str, str], log: Path) -> None:
 
 
 def _failure_excerpt(text: str) -> str:
-    """The first traceback and error lines of a failed run, else its tail."""
+    """The exception lines of a failed run (with what follows them), else its tail."""
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if "Traceback" in line or "[error" in line), None)
-    return "\n".join(lines[start:start + 40]) if start is not None else _tail(text)
+    errors = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return "\n".join(lines[errors[0]:errors[0] + 20]) if errors else _tail(text)
 
 
 def _tail(text: str, lines: int = 25) -> str:
