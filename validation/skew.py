@@ -140,7 +140,10 @@ def validate(context_root: Path, batches: dict[str, pd.DataFrame], suites: dict[
     """
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="file", project_root_dir=str(context_root))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # task logs, not terminals
     source = context.data_sources.add_or_update_pandas("dailymix_serving")
     definitions = []
     for name, suite in suites.items():
