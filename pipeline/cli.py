@@ -49,7 +49,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     threshold = args.max_bad_share if args.max_bad_share is not None else settings.max_bad_row_share
     try:
         report = ingest_file(Path(args.path), args.date, layout, read_world(layout).catalog,
-                             max_bad_row_share=threshold, as_of=pd.Timestamp.now(tz="UTC"))
+                             max_bad_row_share=threshold, as_of=pd.Timestamp.now(tz="UTC"),
+                             contract_root=layout.home / "validation")
     except IngestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -20,7 +20,8 @@ def ingest_day(settings: Settings, day: str) -> dict:
     source = layout.landing(day)
     if not source.exists():
         raise FileNotFoundError(f"no events landed for {day}: expected {source}")
-    report = ingest_file(source, day, layout, read_world(layout).catalog, max_bad_row_share=settings.max_bad_row_share)
+    report = ingest_file(source, day, layout, read_world(layout).catalog, max_bad_row_share=settings.max_bad_row_share,
+                         contract_root=layout.home / "validation")
     log.info(report.summary())
     return {"day": day, "rows_read": report.rows_read, "accepted": report.accepted,
             "quarantined": report.quarantined, "raw_path": str(report.raw_path)}

@@ -156,6 +156,7 @@ def ingest_file(
     *,
     max_bad_row_share: float = 0.01,
     as_of: pd.Timestamp | None = None,
+    contract_root: Path | None = None,
 ) -> IngestReport:
     """Validate one event file for `day` and store it as raw part + quarantine part.
 
@@ -164,22 +165,30 @@ def ingest_file(
     file, missing required column; this source's previous raw and quarantine parts are removed as
     stale). Raises ValueError for an unsupported file type or a malformed day. The source file is
     never modified.
+
+    With `contract_root`, the catalog and the accepted rows are also checked against the Great
+    Expectations contracts (`validation.raw_suites`) in the GE project there, writing Data Docs; a
+    failure raises IngestError before anything reaches raw, as it means the pandas rules and the
+    declared contract disagree (or the catalog is broken). None skips it: GE costs seconds.
     """
     source = Path(path)
     day_bounds(day)  # a malformed day must not become a directory name
     raw_part = layout.raw_events(day) / f"{source.stem}.parquet"
     quarantine_part = layout.quarantine(day) / f"{source.stem}.parquet"
+    if contract_root is not None:
+        _check_catalog_contract(catalog, source, day, contract_root)
     try:
         frame = read_events_file(source)
         frame = _check_columns(frame, source)
     except IngestError:
         _remove(raw_part, quarantine_part)  # the previous result of this source is stale now
         raise
+    durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
     accepted, reasons = validate_events(
         frame,
         day=day,
         catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
-        track_durations_ms=pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy()),
+        track_durations_ms=durations,
         as_of=as_of,
         existing_keys=_existing_keys(raw_part),
     )
@@ -201,6 +210,10 @@ def ingest_file(
         _remove(raw_part)
         refused = replace(report, raw_path=None)
         raise IngestError(_threshold_message(refused, share, max_bad_row_share, stats), refused)
+    if contract_root is not None and (broken := _events_contract_problem(accepted, report, durations, as_of,
+                                                                         contract_root)):
+        _remove(raw_part)
+        raise IngestError(broken, replace(report, raw_path=None))
     _write_atomic(accepted.reset_index(drop=True), raw_part)
     return report
 
@@ -215,6 +228,34 @@ def _check_columns(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
     for column in missing:
         frame[column] = pd.Series(dtype=TEXT, index=frame.index)
     return frame
+
+
+def _check_catalog_contract(catalog: pd.DataFrame, source: Path, day: str, contract_root: Path) -> None:
+    """A broken catalog (duplicate ids, zero durations) would make unknown_track and absurd_duration lie."""
+    from validation.raw_suites import catalog_suite, validate_contract
+
+    result = validate_contract(catalog, catalog_suite(), contract_root, f"{day}-{source.stem}-catalog")
+    if not result.success:
+        raise IngestError(f"{source.name}: the catalog breaks its contract: {_listed(result)}")
+
+
+def _events_contract_problem(
+    accepted: pd.DataFrame, report: IngestReport, durations: pd.Series, as_of: pd.Timestamp | None, root: Path
+) -> str | None:
+    """Belt and braces: rows the pandas rules accepted must satisfy the declared GE contract too."""
+    from validation.raw_suites import contract_frame, events_suite, validate_contract
+
+    suite = events_suite(report.day, durations.index.to_numpy(), durations, as_of=as_of)
+    result = validate_contract(contract_frame(accepted, durations), suite, root,
+                               f"{report.day}-{Path(report.source).stem}")
+    if result.success:
+        return None
+    return (f"{Path(report.source).name}: accepted rows break the raw_events contract, so the ingest rules and "
+            f"the contract disagree: {_listed(result)}")
+
+
+def _listed(result) -> str:
+    return "; ".join(str(f) for f in result.failures) + f". Data Docs: {result.docs}"
 
 
 def _existing_keys(raw_part: Path) -> pd.DataFrame | None:

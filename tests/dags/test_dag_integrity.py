@@ -206,13 +206,14 @@ def test_acyclic_and_topologically_sortable(dag):
             assert position[upstream] < position[task.task_id], f"{dag.dag_id}: {upstream} sorted after {task.task_id}"
 
 
-def test_nightly_scores_shards_with_dynamic_task_mapping(dagbag):
+def test_nightly_gates_then_scores_shards_with_dynamic_task_mapping(dagbag):
     nightly = dagbag.dags.get("dailymix_nightly")
     assert nightly is not None, "dailymix_nightly is not in the DagBag"
     assert "score" in nightly.task_ids, f"no `score` task in dailymix_nightly: {nightly.task_ids}"
     score = nightly.get_task("score")
     assert score.is_mapped, f"`score` is a {type(score).__name__}, not a mapped task"
-    assert "plan" in score.upstream_task_ids, "`score` is not mapped over `plan`'s output"
+    assert score.upstream_task_ids == {"skew_gate"}, "`score` must be mapped over the skew gate's output"
+    assert nightly.get_task("skew_gate").upstream_task_ids == {"plan"}, "the gate checks the night `plan` pinned"
 
 
 @pytest.mark.parametrize(("consumer_id", "producer_id"), ASSET_CHAIN, ids=[f"{c}<-{p}" for c, p in ASSET_CHAIN])
