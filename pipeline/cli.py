@@ -106,6 +106,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args).home, fresh=not args.keep)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Offline evaluation on real listening data against popularity, ALS and item-kNN baselines."""
+    from pipeline.evaluation import run_hetrec
+
+    return run_hetrec(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -139,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--keep", action="store_true", help="keep an existing data root instead of starting fresh")
     demo.set_defaults(func=cmd_demo)
+    evaluate = sub.add_parser("eval", help=cmd_eval.__doc__)
+    hetrec = evaluate.add_subparsers(dest="dataset", required=True).add_parser("hetrec", help="HetRec 2011 Last.fm 2K")
+    hetrec.add_argument("path", help="directory of the HetRec 2011 Last.fm 2K files (read in place)")
+    hetrec.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    hetrec.add_argument("--seed", type=int, default=0, help="seed of the split and of every model (default 0)")
+    hetrec.add_argument("--backend", choices=["annoy", "voyager"], default="annoy", help="ANN backend")
+    hetrec.set_defaults(func=cmd_eval)
     return parser
 
 

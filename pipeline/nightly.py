@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline import feature_store as fs
 from pipeline import registry
 from pipeline import schema as s
-from pipeline.ann import AnnoyIndex
+from pipeline.ann import AnnIndex, load_index
 from pipeline.config import Settings
 from pipeline.embeddings import Embeddings
 from pipeline.features import TRACK_ROW, USER_ROW, pair_features, vocabulary, window_days
@@ -69,7 +69,7 @@ class ShardContext:
     day: str
     catalog: pd.DataFrame
     embeddings: Embeddings
-    index: AnnoyIndex
+    index: AnnIndex
     model: object
     history: pd.DataFrame
     users: pd.DataFrame  # online user_profile values, one row per shard user
@@ -107,7 +107,7 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
     store = fs.feature_store(settings)
     user_features = fs.online(settings, fs.USER_PROFILE, s.USER_ID, users, fs.USER_FEATURES, store)
     track_features = fs.online(settings, fs.TRACK_STATS, s.TRACK_ID, catalog[s.TRACK_ID], fs.TRACK_FEATURES, store)
-    return ShardContext(settings, day, catalog, embeddings, AnnoyIndex.load(directory), model, history,
+    return ShardContext(settings, day, catalog, embeddings, load_index(directory), model, history,
                         user_features, track_features)
 
 

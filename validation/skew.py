@@ -139,7 +139,6 @@ def validate(context_root: Path, batches: dict[str, pd.DataFrame], suites: dict[
     Returns the failures (empty = pass) and the Data Docs index page.
     """
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="file", project_root_dir=str(context_root))
