@@ -29,7 +29,7 @@ class WorldConfig(_Config):
     n_artists: int = Field(500, ge=1, description="Artists; each track has exactly one.")
     n_genres: int = Field(12, ge=2, le=24, description="Genres drawn from a fixed vocabulary.")
     n_moods: int = Field(6, ge=1, le=8, description="Moods drawn from a fixed vocabulary.")
-    history_days: int = Field(14, ge=1, description="Days of organic history before start_date.")
+    history_days: int = Field(10, ge=1, description="Days of organic history before start_date.")
     start_date: str = Field("2026-11-01", description="First day the platform publishes mixes (ISO).")
     plays_per_day: float = Field(20.0, gt=0, description="Mean track starts per user per day.")
     popularity_exponent: float = Field(1.1, gt=0, description="Zipf exponent of track popularity.")
