@@ -33,6 +33,8 @@ def airflow_env(home: Path) -> dict[str, str]:
         "GE_USAGE_STATS": "False",
         "FEAST_USAGE": "False",
         "PYTHONWARNINGS": "ignore",
+        # Airflow's own subprocesses (standalone's components, task runners) call `airflow` by name.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     })
     return env
 
