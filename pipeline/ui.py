@@ -5,6 +5,7 @@ Local development only: Airflow's simple auth manager runs with everyone as admi
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ from pipeline.demo import airflow_env
 
 AIRFLOW_PORT = 8080
 MLFLOW_PORT = 5000
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def main(home: str) -> int:
@@ -33,6 +38,7 @@ def main(home: str) -> int:
     print(f"MLflow UI   http://localhost:{MLFLOW_PORT}    (experiment '{settings.experiment_name}', "
           f"model '{settings.model_name}')")
     print("Ctrl-C stops both.")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops both too, not only Ctrl-C
     try:
         for process in processes:
             process.wait()
@@ -41,6 +47,11 @@ def main(home: str) -> int:
     finally:
         for process in processes:
             process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
     return 0
 
 
