@@ -5,6 +5,8 @@ Local development only: Airflow's simple auth manager runs with everyone as admi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +23,19 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_groups(processes: list[subprocess.Popen]) -> None:
+    """Each server runs in its own process group: stop the whole group (standalone's components too)."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
 def main(home: str) -> int:
     root = Path(home).resolve()
     settings = load_settings(root)
@@ -30,9 +45,9 @@ def main(home: str) -> int:
     }
     binaries = Path(sys.executable).parent
     processes = [
-        subprocess.Popen([str(binaries / "airflow"), "standalone"], env=env),
+        subprocess.Popen([str(binaries / "airflow"), "standalone"], env=env, start_new_session=True),
         subprocess.Popen([str(binaries / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri,
-                          "--host", "127.0.0.1", "--port", str(MLFLOW_PORT)], env=env),
+                          "--host", "127.0.0.1", "--port", str(MLFLOW_PORT)], env=env, start_new_session=True),
     ]
     print(f"Airflow UI  http://localhost:{AIRFLOW_PORT}   (DAGs: dailymix_*; data root {root})")
     print(f"MLflow UI   http://localhost:{MLFLOW_PORT}    (experiment '{settings.experiment_name}', "
@@ -45,13 +60,7 @@ def main(home: str) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop_groups(processes)
     return 0
 
 
