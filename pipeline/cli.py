@@ -70,7 +70,8 @@ def cmd_mixes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
-    print(f"user {payload['user_id']} — {payload['date']} — {len(payload['mixes'])} mixes")
+    count = len(payload["mixes"])
+    print(f"user {payload['user_id']} — {payload['date']} — {count} mix{'' if count == 1 else 'es'}")
     for mix in payload["mixes"]:
         tracks = mix["tracks"]
         discoveries = sum(t["discovery"] for t in tracks)
