@@ -76,8 +76,15 @@ class ShardContext:
     tracks: pd.DataFrame  # online track_stats values, one row per catalog track
 
     def __post_init__(self) -> None:
+        # Lookups the per-user loop needs, built once per shard rather than once per user.
         self.track_row = pd.Series(np.arange(len(self.tracks)), index=self.tracks[s.TRACK_ID].to_numpy())
-        self.track_plays = self.tracks.set_index(s.TRACK_ID)["plays"].astype(float)
+        self.user_row = pd.Series(np.arange(len(self.users)), index=self.users[s.USER_ID].to_numpy())
+        self.factors = self.embeddings.lookup()
+        self.genres = vocabulary(self.catalog, s.GENRE)
+        self.history_by_user = dict(tuple(self.history.groupby(s.USER_ID)))
+        plays = self.catalog[s.TRACK_ID].map(self.tracks.set_index(s.TRACK_ID)["plays"]).astype(float).fillna(0.0)
+        self.by_popularity = self.catalog.assign(_plays=plays.to_numpy()).sort_values(
+            ["_plays", s.TRACK_ID], ascending=[False, True])
 
 
 def score_shard(settings: Settings, plan_path: str, shard: int) -> str:
@@ -113,7 +120,7 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
 
 def _user_mixes(ctx: ShardContext, user: int, night: dict) -> pd.DataFrame:
     config = ctx.settings.rerank
-    history = ctx.history.loc[ctx.history[s.USER_ID] == user]
+    history = ctx.history_by_user.get(user, ctx.history.iloc[0:0])
     clusters = _clusters(ctx, history, user)
     if not clusters:
         return _empty_slots()
@@ -137,8 +144,8 @@ def _clusters(ctx: ShardContext, history: pd.DataFrame, user: int) -> list[Taste
     recent_days = set(window_days(ctx.day, ctx.settings.retrieval.recent_days))
     recent = history.loc[~history[s.SKIPPED] & history[s.TS].dt.strftime("%Y-%m-%d").isin(recent_days)]
     plays = recent[[s.TRACK_ID]].merge(ctx.catalog[[s.TRACK_ID, s.GENRE, s.MOOD]], on=s.TRACK_ID)
-    return taste_clusters(plays, ctx.embeddings.item_factors, ctx.embeddings.item_row, ctx.settings.rerank,
-                          ctx.settings.seed)
+    _, item_factors, _, item_row = ctx.factors
+    return taste_clusters(plays, item_factors, item_row, ctx.settings.rerank, ctx.settings.seed)
 
 
 def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: pd.DataFrame) -> pd.DataFrame:
@@ -166,30 +173,28 @@ def _disliked(history: pd.DataFrame) -> set[int]:
 
 def _score(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> np.ndarray:
     """One batched ranker call for all of a user's candidates."""
-    user_pos = ctx.users.index[ctx.users[s.USER_ID] == user]
     pairs = pd.DataFrame({
         s.USER_ID: user,
         s.TRACK_ID: candidates[s.TRACK_ID].to_numpy(),
         "known": ~candidates[s.DISCOVERY].to_numpy(),
-        USER_ROW: int(user_pos[0]) if len(user_pos) else -1,
+        USER_ROW: int(ctx.user_row.get(user, -1)),
         TRACK_ROW: ctx.track_row.reindex(candidates[s.TRACK_ID]).to_numpy(),
     })
-    features = pair_features(pairs, ctx.users, ctx.tracks, ctx.catalog, ctx.embeddings.lookup(), ctx.day)
+    features = pair_features(pairs, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day)
     return ctx.model.predict_proba(features)[:, 1]
 
 
 def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.DataFrame:
     """Never-played, most-played tracks of the genres the user listens to least."""
-    genres = vocabulary(ctx.catalog, s.GENRE)
-    row = ctx.users.loc[ctx.users[s.USER_ID] == user, "genre_affinity"]
-    affinity = np.asarray(row.iloc[0], dtype=float) if len(row) and row.iloc[0] is not None else np.zeros(len(genres))
+    genres = ctx.genres
+    row = ctx.user_row.get(user)
+    vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
+    affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
     order = np.argsort(affinity, kind="stable")
     under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
-    unheard = ~ctx.catalog[s.TRACK_ID].isin(history[s.TRACK_ID])
-    pool = ctx.catalog.loc[ctx.catalog[s.GENRE].isin(under_explored) & unheard]
-    pool = pool.assign(_plays=pool[s.TRACK_ID].map(ctx.track_plays).fillna(0.0).to_numpy())
-    pool = pool.sort_values(["_plays", s.TRACK_ID], ascending=[False, True]).groupby(s.GENRE).head(
-        EXPLORE_POOL_PER_GENRE)
+    ranked = ctx.by_popularity
+    pool = ranked.loc[ranked[s.GENRE].isin(under_explored) & ~ranked[s.TRACK_ID].isin(history[s.TRACK_ID])]
+    pool = pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE)
     return pool[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].assign(**{s.DISCOVERY: True})
 
 
