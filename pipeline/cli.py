@@ -114,6 +114,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_hetrec(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API (mixes, events, online features, refresh) with uvicorn."""
+    import os
+
+    token = os.environ.get("DAILYMIX_API_TOKEN") or None
+    if token is None and not args.insecure_dev:
+        print("error: DAILYMIX_API_TOKEN is not set; refusing to serve without auth (--insecure-dev for local use)",
+              file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from pipeline.api import create_app
+
+    uvicorn.run(create_app(_settings(args), token), host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -154,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     hetrec.add_argument("--seed", type=int, default=0, help="seed of the split and of every model (default 0)")
     hetrec.add_argument("--backend", choices=["annoy", "voyager"], default="annoy", help="ANN backend")
     hetrec.set_defaults(func=cmd_eval)
+
+    serve = sub.add_parser("serve", help=cmd_serve.__doc__)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--insecure-dev", action="store_true", help="serve without a token (never outside a laptop)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

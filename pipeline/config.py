@@ -98,6 +98,13 @@ class SkewConfig(_Config):
         24.0, gt=0, description="Serving features older than this at the end of the run's day fail the gate.")
 
 
+class ApiConfig(_Config):
+    """The serving API (`dailymix serve`): bounds that keep one client from exhausting the service."""
+
+    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body accepted; larger gets 413.")
+    max_batch_rows: int = Field(1000, ge=1, description="Most events in one POST /v1/events batch; more gets 413.")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -113,6 +120,7 @@ class Settings(_Config):
     retrieval: RetrievalConfig = RetrievalConfig()
     training: TrainingConfig = TrainingConfig()
     skew: SkewConfig = SkewConfig()
+    api: ApiConfig = ApiConfig()
 
     @property
     def tracking_uri(self) -> str:

@@ -26,6 +26,7 @@ PROJECT = "dailymix"
 USER_PROFILE = "user_profile"
 TRACK_STATS = "track_stats"
 USER_RECENT = "user_recent"
+USER_RECENT_PUSH = "user_recent_push"  # the API pushes fresh last-10 rows here; the batch source stays the snapshots
 VIEWS = (USER_PROFILE, TRACK_STATS, USER_RECENT)
 USER_FEATURES = ("genre_affinity", "mood_affinity", "plays", "skip_rate", "completion")
 TRACK_FEATURES = ("plays", "skip_rate")
@@ -37,7 +38,7 @@ def offline_dir(settings: Settings, view: str) -> Path:
 
 def definitions(settings: Settings) -> list:
     """Entities and feature views (imported lazily: Feast is heavy)."""
-    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Array, Float32, Int64
 
     # A listener; the join key of every user feature.
@@ -75,7 +76,9 @@ def definitions(settings: Settings) -> list:
         ],
         source=source(TRACK_STATS),
     )
-    # The last 10 interactions; stale after a day.
+    # The last 10 interactions; stale after a day. Pushed by the API the moment events arrive; the daily
+    # snapshots remain its batch source for materialisation and point-in-time joins.
+    recent_push = PushSource(name=USER_RECENT_PUSH, batch_source=source(USER_RECENT))
     recent = FeatureView(
         name=USER_RECENT,
         entities=[user],
@@ -83,8 +86,9 @@ def definitions(settings: Settings) -> list:
         schema=[
             Field(name="last_track_ids", dtype=Array(Int64), description="Last 10 tracks started"),
             Field(name="last_skipped", dtype=Array(Int64), description="1 where that start was skipped"),
+            Field(name="last_ts", dtype=Array(Int64), description="When each start happened (epoch ms, UTC)"),
         ],
-        source=source(USER_RECENT),
+        source=recent_push,
     )
     return [user, track, profile, stats, recent]
 

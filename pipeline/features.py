@@ -111,11 +111,16 @@ def track_stats(events: pd.DataFrame, catalog: pd.DataFrame, day: str) -> pd.Dat
 
 def user_recent(events: pd.DataFrame, day: str, n: int = 10) -> pd.DataFrame:
     """Per user active on `day`: the last n track starts of that day and whether each was skipped."""
-    columns = [s.USER_ID, s.EVENT_TIMESTAMP, "last_track_ids", "last_skipped"]
-    today = events.loc[events[s.TS].dt.strftime("%Y-%m-%d") == day].sort_values([s.USER_ID, s.TS])
-    if today.empty:
+    return last_interactions(events.loc[events[s.TS].dt.strftime("%Y-%m-%d") == day], n)
+
+
+def last_interactions(events: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """Per user, the last n starts of `events` as one user_recent row (the daily snapshot and the API push share it)."""
+    columns = [s.USER_ID, s.EVENT_TIMESTAMP, "last_track_ids", "last_skipped", "last_ts"]
+    ordered = events.sort_values([s.USER_ID, s.TS])
+    if ordered.empty:
         return pd.DataFrame(columns=columns)
-    tail = today.groupby(s.USER_ID).tail(n)
+    tail = ordered.groupby(s.USER_ID).tail(n)
     grouped = tail.groupby(s.USER_ID)
     return pd.DataFrame(
         {
@@ -123,8 +128,14 @@ def user_recent(events: pd.DataFrame, day: str, n: int = 10) -> pd.DataFrame:
             s.EVENT_TIMESTAMP: grouped[s.TS].max().to_numpy(),
             "last_track_ids": [g.to_numpy(dtype="int64") for _, g in grouped[s.TRACK_ID]],
             "last_skipped": [g.to_numpy(dtype="int64") for _, g in grouped[s.SKIPPED]],
+            "last_ts": [epoch_ms(g) for _, g in grouped[s.TS]],
         }
     )[columns]
+
+
+def epoch_ms(ts: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 epoch milliseconds: per-interaction times fit an Int64 array feature."""
+    return pd.to_datetime(ts, utc=True).astype("datetime64[ms, UTC]").astype("int64").to_numpy()
 
 
 USER_ROW = "user_row"  # position of the pair's user in the user feature table

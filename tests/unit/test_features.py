@@ -149,12 +149,13 @@ def recent_events(events_factory) -> pd.DataFrame:
 
 def test_user_recent_keeps_the_days_last_ten_in_order(recent_events) -> None:
     recent = user_recent(recent_events, DAY)
-    assert list(recent.columns) == [s.USER_ID, s.EVENT_TIMESTAMP, "last_track_ids", "last_skipped"]
+    assert list(recent.columns) == [s.USER_ID, s.EVENT_TIMESTAMP, "last_track_ids", "last_skipped", "last_ts"]
     assert recent[s.USER_ID].tolist() == [10, 20]
     assert recent["last_track_ids"].iloc[0].tolist() == [100 + h for h in range(2, 12)]
     assert recent["last_skipped"].iloc[0].tolist() == [h % 2 for h in range(2, 12)]
     assert recent["last_track_ids"].iloc[1].tolist() == [6, 7]
     assert recent["last_skipped"].iloc[1].tolist() == [0, 1]
+    assert recent["last_ts"].iloc[1].tolist() == [_utc(f"{DAY}T{h}:00:00").value // 10**6 for h in (19, 20)]
     assert pd.Timestamp(recent[s.EVENT_TIMESTAMP].iloc[0]) == _utc(f"{DAY}T11:30:00")
     assert pd.Timestamp(recent[s.EVENT_TIMESTAMP].iloc[1]) == _utc(f"{DAY}T20:00:00")
 

@@ -1,0 +1,365 @@
+"""The serving API: published mixes, event intake with sub-second online freshness, online features, refresh.
+
+Events posted here go through the same row rules as `dailymix ingest` (`validation.events`), are
+written durably to the raw event log first (a content-addressed `api-<hash>.parquet` part per day,
+so a retried batch overwrites itself instead of duplicating) and then pushed to the online store
+through the Feast push source of `user_recent`. The offline pipeline picks the parts up through
+`read_raw_events` like any ingested file. Time comes only from the injected clock, so TTL behaviour
+is testable; the 24 h TTL is applied per interaction at read time (the SQLite online store does not
+expire rows by itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline import feature_store as fs
+from pipeline import schema as s
+from pipeline.config import Settings
+from pipeline.features import last_interactions, vocabulary
+from pipeline.ingest import TEXT, _existing_keys, _write_quarantine
+from pipeline.io import atomic_write_parquet
+from pipeline.paths import Layout
+from pipeline.publish import latest_date, user_mixes
+from validation.events import validate_events
+
+Clock = Callable[[], pd.Timestamp]
+RECENT_FEATURES = ("last_track_ids", "last_skipped", "last_ts")
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+MAX_ID = 2**63 - 1  # ids are int64 everywhere downstream
+Scalar = bool | int | float | str | None
+UserId = Annotated[int, Path(ge=0, le=MAX_ID)]
+# Module level: annotations are strings here (PEP 563), so FastAPI resolves them in the module's namespace.
+Credentials = Annotated[HTTPAuthorizationCredentials | None,
+                        Depends(HTTPBearer(auto_error=False, description="DAILYMIX_API_TOKEN"))]
+Day = Annotated[str | None, Query(pattern=DAY_PATTERN, description="publication date (default: latest)")]
+
+
+def utc_now() -> pd.Timestamp:
+    """The production clock; everything else receives time from the app's injected clock."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+# --- request and response models ----------------------------------------------------------------
+
+
+class EventIn(BaseModel):
+    """One play event. Fields are loosely typed on purpose: the ingest rules judge them, per row."""
+
+    model_config = ConfigDict(extra="ignore")
+    user_id: Scalar = None
+    track_id: Scalar = None
+    ts: Scalar = Field(None, description="ISO-8601 with a UTC offset, or epoch milliseconds")
+    ms_played: Scalar = None
+    skipped: Scalar = None
+    mix_id: Scalar = None
+    position: Scalar = None
+    policy: Scalar = None
+    propensity: Scalar = None
+
+
+class EventBatch(BaseModel):
+    events: list[EventIn] = Field(min_length=1)
+
+
+class RowError(BaseModel):
+    index: int = Field(description="0-based position of the row in `events`")
+    reasons: list[str] = Field(description="every rule the row failed (see validation.events.RULES)")
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[RowError]
+    batch: str = Field(description="content hash naming the raw and quarantine parts of this batch")
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+class Service:
+    """State shared by the handlers: settings, clock, and the lazily opened Feast store and catalog."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.layout = Layout(settings.home)
+        self.clock = clock
+        self._lock = threading.RLock()  # one read-merge-push at a time: concurrent batches must not lose events
+        self._store = None
+        self._catalog: pd.DataFrame | None = None
+
+    @property
+    def store(self):
+        """Opening (and applying) the Feast repo takes seconds: do it once, on first use."""
+        with self._lock:
+            if self._store is None:
+                self._store = fs.feature_store(self.settings)
+            return self._store
+
+    @property
+    def catalog(self) -> pd.DataFrame:
+        if self._catalog is None:
+            self._catalog = pd.read_parquet(self.layout.catalog)
+        return self._catalog
+
+    def now(self) -> pd.Timestamp:
+        return pd.Timestamp(self.clock()).tz_convert("UTC")
+
+    def ttl(self, view: str) -> pd.Timedelta:
+        return pd.Timedelta(self.store.get_feature_view(view).ttl)
+
+    # events ------------------------------------------------------------------------------------
+
+    def ingest(self, events: list[EventIn]) -> BatchResult:
+        """Validate per day, store good rows durably, quarantine bad ones, then push the fresh last-10."""
+        frame = batch_frame(events)
+        digest = hashlib.sha256(json.dumps([e.model_dump() for e in events], sort_keys=True).encode()).hexdigest()[:16]
+        now = self.now()
+        oldest = now - pd.Timedelta(days=self.settings.training.window_days)
+        days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest)
+        reasons = pd.Series("", index=frame.index, dtype=object)
+        accepted = []
+        for day, part in frame.groupby(days, sort=True):
+            good, why = self._validate_day(part, day, digest, now)
+            reasons.loc[why.index] = why
+            accepted.append(good)
+        fresh = pd.concat(accepted) if accepted else pd.DataFrame()
+        if len(fresh):
+            self.push_recent(fresh)
+        bad = reasons[reasons != ""]
+        errors = [RowError(index=int(i) - 1, reasons=str(r).split(";")) for i, r in bad.items()]
+        return BatchResult(accepted=len(fresh), rejected=len(bad), errors=errors, batch=digest)
+
+    def _validate_day(self, part: pd.DataFrame, day: str, digest: str,
+                      now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
+        catalog = self.catalog
+        name = f"api-{digest}.parquet"
+        raw_part = self.layout.raw_events(day) / name
+        durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
+        good, why = validate_events(part, day=day, catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
+                                    track_durations_ms=durations, as_of=now, existing_keys=_existing_keys(raw_part))
+        bad = (why != "").to_numpy()
+        _write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
+        if len(good):
+            atomic_write_parquet(good.reset_index(drop=True), raw_part)  # durable before anything is acknowledged
+        return good, why
+
+    def push_recent(self, fresh: pd.DataFrame) -> None:
+        """Merge new events into each user's online last-10 (within the TTL) and push the result."""
+        horizon = self.now() - self.ttl(fs.USER_RECENT)
+        with self._lock:
+            current = self.recent_events(fresh[s.USER_ID].unique())
+            merged = pd.concat([current, fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]]], ignore_index=True)
+            merged = merged.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
+            rows = last_interactions(merged.loc[merged[s.TS] > horizon])
+            if len(rows):
+                self.store.push(fs.USER_RECENT_PUSH, rows)
+
+    def recent_events(self, users) -> pd.DataFrame:
+        """The online last-10 of `users` as event rows (user_id, track_id, ts, skipped), TTL not applied."""
+        frame = fs.online(self.settings, fs.USER_RECENT, s.USER_ID, users, RECENT_FEATURES, store=self.store)
+        rows = [
+            (int(r[s.USER_ID]), int(t), int(ms), bool(k))
+            for _, r in frame.iterrows() if r["last_track_ids"] is not None
+            for t, k, ms in zip(r["last_track_ids"], r["last_skipped"], r["last_ts"] or [], strict=False)
+        ]
+        out = pd.DataFrame(rows, columns=[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED])
+        out[s.TS] = pd.to_datetime(out[s.TS].astype("int64"), unit="ms", utc=True)
+        return out.astype({s.USER_ID: "int64", s.TRACK_ID: "int64", s.SKIPPED: "bool"})
+
+    # features ----------------------------------------------------------------------------------
+
+    def features(self, user_id: int) -> dict[str, Any]:
+        """Last-10 interactions younger than the TTL, and the genre affinity of the latest snapshot."""
+        now = self.now()
+        store = self.store
+        recent = self.recent_events([user_id])
+        ttl = self.ttl(fs.USER_RECENT)
+        live = recent.loc[recent[s.TS] > now - ttl].sort_values(s.TS, kind="stable")
+        return {
+            "user_id": user_id,
+            "as_of": now.isoformat(),
+            "last_interactions": {
+                "ttl_seconds": int(ttl.total_seconds()),
+                "feature_ts": live[s.TS].max().isoformat() if len(live) else None,
+                "items": [{"track_id": int(r.track_id), "skipped": bool(r.skipped), "ts": r.ts.isoformat()}
+                          for r in live.itertuples()],
+            },
+            "genre_affinity": self._genre_affinity(user_id, now, store),
+        }
+
+    def _genre_affinity(self, user_id: int, now: pd.Timestamp, store) -> dict[str, Any] | None:
+        frame = fs.online(self.settings, fs.USER_PROFILE, s.USER_ID, [user_id], ("genre_affinity",), store=store)
+        vector, stamp = frame["genre_affinity"].iloc[0], frame[fs.FEATURE_TS].iloc[0]
+        if vector is None or pd.isna(stamp) or stamp <= now - self.ttl(fs.USER_PROFILE):
+            return None
+        genres = vocabulary(self.catalog, s.GENRE)
+        return {"feature_ts": stamp.isoformat(), "values": dict(zip(genres, map(float, vector), strict=False))}
+
+    # refresh -----------------------------------------------------------------------------------
+
+    def refresh(self, user_id: int, day: str | None) -> dict[str, Any]:
+        """The published mixes minus tracks skipped in the live last-10, with those tracks' artists last."""
+        payload = published_mixes(self.settings, user_id, day)
+        recent = self.recent_events([user_id])
+        live = recent.loc[recent[s.TS] > self.now() - self.ttl(fs.USER_RECENT)]
+        skipped = set(live.loc[live[s.SKIPPED], s.TRACK_ID].tolist())
+        artists = set(self.catalog.loc[self.catalog[s.TRACK_ID].isin(skipped), s.ARTIST_ID].tolist())
+        for mix in payload["mixes"]:
+            mix["tracks"] = rerank_tracks(mix["tracks"], skipped, artists)
+        payload["refresh"] = {"as_of": self.now().isoformat(), "dropped_track_ids": sorted(skipped),
+                              "demoted_artist_ids": sorted(artists)}
+        return payload
+
+
+def rerank_tracks(tracks: list[dict], skipped: set[int], artists: set[int]) -> list[dict]:
+    """Drop skipped tracks; keep order otherwise, but move the skipped tracks' artists to the end."""
+    kept = [t for t in tracks if t["track_id"] not in skipped]
+    ordered = [t for t in kept if t["artist_id"] not in artists] + [t for t in kept if t["artist_id"] in artists]
+    return [{**t, "published_position": t["position"], "position": i} for i, t in enumerate(ordered)]
+
+
+def published_mixes(settings: Settings, user_id: int, day: str | None) -> dict[str, Any]:
+    """`publish.user_mixes`, with "nothing published for this user" as a 404."""
+    try:
+        payload = user_mixes(settings, user_id, day)
+    except LookupError as error:
+        raise HTTPException(404, str(error)) from error
+    if not payload["mixes"]:
+        raise HTTPException(404, f"no mixes published for user {user_id} on {payload['date']}")
+    return payload
+
+
+def batch_frame(events: list[EventIn]) -> pd.DataFrame:
+    """The batch as the validator expects it: text columns (as a file would be read), 1-based row index."""
+    rows = [{c: _as_text(getattr(e, c)) for c in s.EVENT_COLUMNS} for e in events]
+    frame = pd.DataFrame(rows, columns=list(s.EVENT_COLUMNS)).astype(TEXT)
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name=s.SOURCE_ROW)
+    return frame
+
+
+def _as_text(value: Scalar) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def row_days(frame: pd.DataFrame, fallback: str, oldest: pd.Timestamp) -> pd.Series:
+    """The UTC day each row claims (ISO or epoch ms). Unparseable rows, and rows older than `oldest` (no client may
+    create raw partitions for arbitrary past days), go to `fallback`, where the rules reject them (outside_day)."""
+    text = frame[s.TS].astype(object)
+    numeric = pd.to_numeric(text, errors="coerce")
+    iso = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
+    epoch = pd.to_datetime(numeric.where(numeric.abs() < 1e14), unit="ms", utc=True, errors="coerce")
+    claimed = iso.fillna(epoch)
+    return claimed.where(claimed >= oldest).dt.strftime("%Y-%m-%d").fillna(fallback)
+
+
+# --- HTTP -----------------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `max_bytes` gets 413 before it is parsed (chunked bodies included)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._reject(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, scope, receive, send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def bearer_guard(token: str | None) -> Callable:
+    """A dependency demanding `Authorization: Bearer <token>`; None (only via --insecure-dev) disables it."""
+    def check(credentials: Credentials) -> None:
+        if token is None:
+            return
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) -> FastAPI:
+    """The Daily Mix API over one data root. `token=None` means unauthenticated (local development only)."""
+    service = Service(settings, clock)
+    app = FastAPI(title="Daily Mix", version="1", description=__doc__)
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_guard(token))],
+                   responses={401: {"description": "missing or wrong bearer token"}})
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """Liveness, no auth: says which publication readers get by default."""
+        return {"status": "ok", "latest_published": latest_date(settings)}
+
+    @v1.get("/users/{user_id}/mixes", responses={404: {"description": "nothing published"}})
+    def mixes(user_id: UserId, date: Day = None) -> dict[str, Any]:
+        """The published mixes (stable contract of `dailymix mixes --json`): titles, tracks, discovery, lineage."""
+        return published_mixes(settings, user_id, date)
+
+    @v1.post("/events", status_code=202, response_model=BatchResult,
+             responses={422: {"model": BatchResult, "description": "some rows rejected (the rest accepted)"},
+                        413: {"description": "too many rows or too large a body"}})
+    def events(batch: EventBatch) -> JSONResponse:
+        """Validate with the ingest rules, append good rows to the raw log, push them online; bad rows → reasons."""
+        if len(batch.events) > settings.api.max_batch_rows:
+            raise HTTPException(413, f"{len(batch.events)} events > {settings.api.max_batch_rows} per batch")
+        result = service.ingest(batch.events)
+        return JSONResponse(result.model_dump(), status_code=422 if result.rejected else 202)
+
+    @v1.get("/users/{user_id}/features")
+    def features(user_id: UserId) -> dict[str, Any]:
+        """Current online features: last-10 interactions (24 h TTL, per interaction) and genre affinity."""
+        return service.features(user_id)
+
+    @v1.post("/users/{user_id}/mixes/refresh", responses={404: {"description": "nothing published"}})
+    def refresh(user_id: UserId, date: Day = None) -> dict[str, Any]:
+        """Re-rank the published mixes with fresh online features; the published files are never modified."""
+        return service.refresh(user_id, date)
+
+    app.include_router(v1)
+    return app
+

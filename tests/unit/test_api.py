@@ -1,0 +1,271 @@
+"""The serving API on a hand-built data root: auth, contracts, event intake, online freshness, TTL, refresh, limits."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline import cli
+from pipeline import schema as s
+from pipeline.api import create_app
+from pipeline.config import ApiConfig, Settings, WorldConfig
+from pipeline.ingest import read_raw_events
+from pipeline.paths import Layout
+from pipeline.publish import date_dir, publish, user_mixes
+from pipeline.world import generate_world, write_world
+from tests.unit.test_publish import mix_slots, write_plan
+
+DAY = "2026-11-01"
+TOKEN = "test-token-5f3a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+START = pd.Timestamp(f"{DAY}T12:00:00Z")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, at: pd.Timestamp) -> None:
+        self.at = at
+
+    def __call__(self) -> pd.Timestamp:
+        return self.at
+
+
+def catalog_mix(catalog: pd.DataFrame, user: int, mix: int, artists: list[int]) -> pd.DataFrame:
+    """A valid 30-slot mix of real catalog tracks: two by artists[0], one by each of the next 28."""
+    first = catalog.loc[catalog[s.ARTIST_ID] == artists[0]].head(2)
+    rest = catalog.loc[catalog[s.ARTIST_ID].isin(artists[1:29])].drop_duplicates(s.ARTIST_ID)
+    picked = pd.concat([first, rest]).head(30)
+    slots = mix_slots(DAY, user, mix, 0)
+    slots[s.TRACK_ID] = picked[s.TRACK_ID].to_numpy()
+    slots[s.ARTIST_ID] = picked[s.ARTIST_ID].to_numpy()
+    return slots
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """World (300 tracks, 80 artists) plus one publication: user 1 with two mixes."""
+    settings = Settings(home=tmp_path_factory.mktemp("api") / "home", api=ApiConfig(max_body_bytes=20_000,
+                                                                                     max_batch_rows=50))
+    world = generate_world(WorldConfig(n_users=5, n_tracks=300, n_artists=80, history_days=1))
+    write_world(world, Layout(settings.home))
+    catalog = world.catalog
+    counts = catalog[s.ARTIST_ID].value_counts()
+    artists = counts.index.tolist()  # most prolific first: artists[0] and artists[29] have two tracks
+    slots = pd.concat([catalog_mix(catalog, 1, 0, artists[:29]), catalog_mix(catalog, 1, 1, artists[29:58])],
+                      ignore_index=True)
+    shard = settings.home / "nightly" / "shards" / "shard-0000.parquet"
+    shard.parent.mkdir(parents=True)
+    slots.to_parquet(shard, index=False)
+    publish(settings, write_plan(settings), [str(shard)], run_id="run-1")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock(START)
+
+
+@pytest.fixture(scope="module")
+def client(root: Settings, clock: Clock) -> TestClient:
+    return TestClient(create_app(root, TOKEN, clock=clock))
+
+
+def event(user: int, track: int, at: str, skipped: bool = False, **extra) -> dict:
+    return {"user_id": user, "track_id": track, "ts": at, "ms_played": 5_000 if skipped else 60_000,
+            "skipped": skipped, **extra}
+
+
+# --- auth -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}])
+@pytest.mark.parametrize("method,url", [("get", "/v1/users/1/mixes"), ("post", "/v1/events"),
+                                        ("get", "/v1/users/1/features"), ("post", "/v1/users/1/mixes/refresh")])
+def test_every_v1_endpoint_needs_the_token(client: TestClient, method: str, url: str, headers: dict) -> None:
+    response = client.request(method, url, headers=headers, json={"events": [event(1, 1, f"{DAY}T10:00:00Z")]})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_healthz_is_open_and_openapi_lists_the_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "latest_published": DAY}
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/users/{user_id}/mixes", "/v1/events", "/v1/users/{user_id}/features",
+            "/v1/users/{user_id}/mixes/refresh", "/healthz"} <= set(paths)
+
+
+# --- mixes ----------------------------------------------------------------------------------------------------------
+
+
+def test_mixes_is_the_published_contract(client: TestClient, root: Settings) -> None:
+    response = client.get("/v1/users/1/mixes", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == user_mixes(root, 1)
+    assert response.json()["mixes"][0]["lineage"]["run_id"] == "run-1"
+    assert client.get(f"/v1/users/1/mixes?date={DAY}", headers=AUTH).json() == user_mixes(root, 1, DAY)
+
+
+@pytest.mark.parametrize("url,code", [("/v1/users/2/mixes", 404), ("/v1/users/1/mixes?date=2026-10-01", 404),
+                                      ("/v1/users/1/mixes?date=..%2Fx", 422), ("/v1/users/-1/mixes", 422),
+                                      ("/v1/users/99999999999999999999/mixes", 422)])
+def test_mixes_bad_requests(client: TestClient, url: str, code: int) -> None:
+    assert client.get(url, headers=AUTH).status_code == code
+
+
+# --- events ---------------------------------------------------------------------------------------------------------
+
+
+def test_good_batch_is_accepted_and_lands_in_the_raw_log(client: TestClient, root: Settings) -> None:
+    batch = [event(4, 10, f"{DAY}T09:00:00Z"), event(4, 11, f"{DAY}T09:05:00Z", skipped=True)]
+    response = client.post("/v1/events", headers=AUTH, json={"events": batch})
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 2 and response.json()["rejected"] == 0
+    raw = read_raw_events(Layout(root.home), [DAY])
+    mine = raw.loc[raw[s.USER_ID] == 4]
+    assert mine[s.TRACK_ID].tolist() == [10, 11] and mine[s.SKIPPED].tolist() == [False, True]
+    again = client.post("/v1/events", headers=AUTH, json={"events": batch})  # a retry rewrites its own part
+    assert again.status_code == 202
+    assert len(read_raw_events(Layout(root.home), [DAY]).query("user_id == 4")) == 2
+
+
+def test_bad_rows_get_422_with_reasons_while_good_rows_are_kept(client: TestClient, root: Settings) -> None:
+    batch = [
+        event(5, 12, f"{DAY}T08:00:00Z"),  # good
+        event(5, 99_999, f"{DAY}T08:01:00Z"),  # unknown track
+        event(5, 13, f"{DAY}T13:00:00Z"),  # after the clock
+        {"user_id": "x", "track_id": 14, "ts": "yesterday", "ms_played": -1, "skipped": "maybe"},
+        event(5, 12, f"{DAY}T08:00:00Z"),  # duplicate of row 0
+        event(5, 15, f"{DAY}T08:02:00Z", policy="explore"),  # no propensity / mix_id
+        event(5, 16, "1970-01-02T00:00:00Z"),  # beyond the window: must not create a raw partition for 1970
+    ]
+    response = client.post("/v1/events", headers=AUTH, json={"events": batch})
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 6)
+    reasons = {e["index"]: e["reasons"] for e in body["errors"]}
+    assert reasons[1] == ["unknown_track"]
+    assert reasons[2] == ["future_timestamp"]
+    assert {"bad_type:user_id", "bad_type:ts", "bad_type:skipped", "negative_duration"} <= set(reasons[3])
+    assert reasons[4] == ["duplicate"]
+    assert set(reasons[5]) == {"bad_propensity", "missing_mix_id"}
+    assert reasons[6] == ["outside_day"] and not Layout(root.home).raw_events("1970-01-02").exists()
+    raw = read_raw_events(Layout(root.home), [DAY]).query("user_id == 5")
+    assert raw[s.TRACK_ID].tolist() == [12]
+    quarantine = pd.read_parquet(Layout(root.home).quarantine(DAY) / f"api-{body['batch']}.parquet")
+    assert len(quarantine) == 6  # nothing silently dropped: every bad row is kept with its reason
+
+
+def test_body_limits_give_413(client: TestClient) -> None:
+    too_many = [event(6, i, f"{DAY}T07:{i:02d}:00Z") for i in range(51)]
+    assert client.post("/v1/events", headers=AUTH, json={"events": too_many}).status_code == 413
+    huge = {"events": [event(6, 1, f"{DAY}T07:00:00Z", mix_id="x" * 30_000)]}
+    assert client.post("/v1/events", headers=AUTH, json=huge).status_code == 413
+    assert client.post("/v1/events", headers=AUTH, json={"events": []}).status_code == 422
+
+
+# --- features, freshness, TTL ---------------------------------------------------------------------------------------
+
+
+def test_a_play_is_in_last_ten_at_once_and_gone_after_24h(client: TestClient, clock: Clock) -> None:
+    clock.at = START
+    started = time.perf_counter()
+    posted = client.post("/v1/events", headers=AUTH, json={"events": [event(3, 42, f"{DAY}T11:59:00Z")]})
+    features = client.get("/v1/users/3/features", headers=AUTH).json()
+    latency = time.perf_counter() - started
+    print(f"\npush -> online read (POST + GET round trip): {latency * 1000:.1f} ms")
+    assert posted.status_code == 202
+    assert [i["track_id"] for i in features["last_interactions"]["items"]] == [42]
+    assert features["last_interactions"]["feature_ts"] == "2026-11-01T11:59:00+00:00"
+    assert latency < 1.0
+    print(f"steady state over 20 plays: {_median_latency_ms(client, clock):.1f} ms median")
+    clock.at = START + pd.Timedelta(hours=23)
+    assert len(client.get("/v1/users/3/features", headers=AUTH).json()["last_interactions"]["items"]) == 1
+    clock.at = START + pd.Timedelta(hours=24, minutes=1)
+    assert client.get("/v1/users/3/features", headers=AUTH).json()["last_interactions"]["items"] == []
+    clock.at = START
+
+
+def _median_latency_ms(client: TestClient, clock: Clock) -> float:
+    """POST one play, then GET features until it shows: the push -> online visibility time, 20 times."""
+    took = []
+    for i in range(20):
+        started = time.perf_counter()
+        client.post("/v1/events", headers=AUTH, json={"events": [event(30, 200 + i, f"{DAY}T11:{i:02d}:00Z")]})
+        while 200 + i not in [x["track_id"] for x in
+                              client.get("/v1/users/30/features", headers=AUTH).json()["last_interactions"]["items"]]:
+            assert time.perf_counter() - started < 1.0
+        took.append(time.perf_counter() - started)
+    return float(pd.Series(took).median() * 1000)
+
+
+def test_last_ten_keeps_the_newest_ten_across_batches(client: TestClient, clock: Clock) -> None:
+    clock.at = START
+    for first in (0, 6):
+        batch = [event(7, 100 + i, f"{DAY}T10:{i:02d}:00Z") for i in range(first, first + 6)]
+        assert client.post("/v1/events", headers=AUTH, json={"events": batch}).status_code == 202
+    items = client.get("/v1/users/7/features", headers=AUTH).json()["last_interactions"]["items"]
+    assert [i["track_id"] for i in items] == list(range(102, 112))
+
+
+def test_features_include_genre_affinity_with_its_timestamp(client: TestClient, root: Settings) -> None:
+    from pipeline import feature_store as fs
+    from pipeline.features import vocabulary
+
+    genres = vocabulary(pd.read_parquet(Layout(root.home).catalog), s.GENRE)
+    vector = [1.0 / len(genres)] * len(genres)
+    profile = pd.DataFrame({s.USER_ID: [8], s.EVENT_TIMESTAMP: [pd.Timestamp(f"{DAY}T00:00:00Z")],
+                            "genre_affinity": [vector], "mood_affinity": [[0.5, 0.5]], "plays": [3],
+                            "skip_rate": [0.1], "completion": [0.9]})
+    fs.feature_store(root).write_to_online_store(fs.USER_PROFILE, profile)
+    body = client.get("/v1/users/8/features", headers=AUTH).json()
+    assert body["genre_affinity"]["feature_ts"] == "2026-11-01T00:00:00+00:00"
+    assert set(body["genre_affinity"]["values"]) == set(genres)
+    assert client.get("/v1/users/9/features", headers=AUTH).json()["genre_affinity"] is None
+
+
+# --- refresh --------------------------------------------------------------------------------------------------------
+
+
+def test_refresh_drops_a_just_skipped_track_and_demotes_its_artist(client: TestClient, root: Settings) -> None:
+    published = user_mixes(root, 1)
+    manifest = date_dir(root, DAY) / "CURRENT.json"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in date_dir(root, DAY).iterdir()}
+    tracks = published["mixes"][0]["tracks"]
+    skipped, artist = tracks[0]["track_id"], tracks[0]["artist_id"]
+    sibling = next(t["track_id"] for t in tracks[1:] if t["artist_id"] == artist)
+    assert client.post("/v1/events", headers=AUTH,
+                       json={"events": [event(1, skipped, f"{DAY}T11:00:00Z", skipped=True)]}).status_code == 202
+    response = client.post("/v1/users/1/mixes/refresh", headers=AUTH)
+    assert response.status_code == 200
+    mix = response.json()["mixes"][0]
+    ids = [t["track_id"] for t in mix["tracks"]]
+    assert skipped not in ids and len(ids) == 29
+    assert ids[-1] == sibling
+    assert [t["position"] for t in mix["tracks"]] == list(range(29))
+    assert response.json()["refresh"]["demoted_artist_ids"] == [artist]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in date_dir(root, DAY).iterdir()} == before
+    assert manifest.exists() and user_mixes(root, 1) == published
+    assert client.post("/v1/users/2/mixes/refresh", headers=AUTH).status_code == 404
+
+
+# --- serve ----------------------------------------------------------------------------------------------------------
+
+
+def test_serve_refuses_without_a_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: calls.append((host, port)))
+    monkeypatch.delenv("DAILYMIX_API_TOKEN", raising=False)
+    assert cli.main(["--home", str(tmp_path), "serve"]) == 2
+    assert "DAILYMIX_API_TOKEN" in capsys.readouterr().err and calls == []
+    assert cli.main(["--home", str(tmp_path), "serve", "--insecure-dev", "--port", "8123"]) == 0
+    monkeypatch.setenv("DAILYMIX_API_TOKEN", "t")
+    assert cli.main(["--home", str(tmp_path), "serve"]) == 0
+    assert calls == [("127.0.0.1", 8123), ("127.0.0.1", 8000)]
