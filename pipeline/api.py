@@ -28,7 +28,7 @@ from pipeline import feature_store as fs
 from pipeline import schema as s
 from pipeline.config import Settings
 from pipeline.features import last_interactions, vocabulary
-from pipeline.ingest import TEXT, _existing_keys, _write_quarantine
+from pipeline.ingest import TEXT, existing_keys_of, write_quarantine
 from pipeline.io import atomic_write_parquet
 from pipeline.paths import Layout
 from pipeline.publish import latest_date, user_mixes
@@ -148,9 +148,9 @@ class Service:
         raw_part = self.layout.raw_events(day) / name
         durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
         good, why = validate_events(part, day=day, catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
-                                    track_durations_ms=durations, as_of=now, existing_keys=_existing_keys(raw_part))
+                                    track_durations_ms=durations, as_of=now, existing_keys=existing_keys_of(raw_part))
         bad = (why != "").to_numpy()
-        _write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
+        write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
         if len(good):
             atomic_write_parquet(good.reset_index(drop=True), raw_part)  # durable before anything is acknowledged
         return good, why

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ class Embeddings:
     user_factors: np.ndarray
     item_factors: np.ndarray
 
-    @property
+    @cached_property
     def user_row(self) -> dict[int, int]:
         return {int(u): i for i, u in enumerate(self.user_ids)}
 
-    @property
+    @cached_property
     def item_row(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.track_ids)}
 

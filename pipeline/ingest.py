@@ -190,11 +190,11 @@ def ingest_file(
         catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
         track_durations_ms=durations,
         as_of=as_of,
-        existing_keys=_existing_keys(raw_part),
+        existing_keys=existing_keys_of(raw_part),
     )
     bad = (reasons != "").to_numpy()
     stats = _reason_stats(reasons[bad])
-    quarantine_path = _write_quarantine(frame[bad], reasons[bad], str(path), quarantine_part)
+    quarantine_path = write_quarantine(frame[bad], reasons[bad], str(path), quarantine_part)
     report = IngestReport(
         source=str(path),
         day=day,
@@ -258,7 +258,7 @@ def _listed(result) -> str:
     return "; ".join(str(f) for f in result.failures) + f". Data Docs: {result.docs}"
 
 
-def _existing_keys(raw_part: Path) -> pd.DataFrame | None:
+def existing_keys_of(raw_part: Path) -> pd.DataFrame | None:
     """Keys of the day's other raw parts: an event already stored from another file is a duplicate."""
     others = sorted(p for p in raw_part.parent.glob("*.parquet") if p.name != raw_part.name)
     if not others:
@@ -276,7 +276,7 @@ def _reason_stats(reasons: pd.Series) -> dict[str, tuple[int, int]]:
     return {str(name): (int(count), int(first)) for name, count, first in table.itertuples()}
 
 
-def _write_quarantine(rows: pd.DataFrame, reasons: pd.Series, source: str, target: Path) -> Path | None:
+def write_quarantine(rows: pd.DataFrame, reasons: pd.Series, source: str, target: Path) -> Path | None:
     """Original values as read, plus why and where; no bad rows means no (stale) quarantine part."""
     if rows.empty:
         _remove(target)

@@ -60,10 +60,11 @@ def _point_in_time(settings: Settings, keys: pd.DataFrame, view: str, features: 
 def build_training_set(settings: Settings, day: str, catalog: pd.DataFrame, embeddings: Embeddings) -> TrainingSet:
     """Every track start in the window ending `day`, with features as of the start of its day."""
     layout = Layout(settings.home)
-    events = read_raw_events(layout, window_days(day, settings.training.window_days))
+    history = read_raw_events(layout, window_days(day, settings.training.window_days * 2))
+    window = set(window_days(day, settings.training.window_days))
+    events = history.loc[history[s.TS].dt.strftime("%Y-%m-%d").isin(window)].reset_index(drop=True)
     if events.empty:
         raise ValueError(f"no raw events in the {settings.training.window_days} days to {day}; run dailymix_features")
-    history = read_raw_events(layout, window_days(day, settings.training.window_days * 2))
     snapshot = events[s.TS].dt.floor("D").rename(s.EVENT_TIMESTAMP)
     pairs = pd.DataFrame({s.USER_ID: events[s.USER_ID], s.TRACK_ID: events[s.TRACK_ID], s.EVENT_TIMESTAMP: snapshot})
     user_keys = pairs[[s.USER_ID, s.EVENT_TIMESTAMP]].drop_duplicates()
