@@ -5,8 +5,8 @@ written durably to the raw event log first (a content-addressed `api-<hash>.parq
 so a retried batch overwrites itself instead of duplicating) and then pushed to the online store
 through the Feast push source of `user_recent`. The offline pipeline picks the parts up through
 `read_raw_events` like any ingested file. Time comes only from the injected clock, so TTL behaviour
-is testable; the 24 h TTL is applied per interaction at read time (the SQLite online store does not
-expire rows by itself).
+is testable; the 24 h TTL is applied per interaction at read time (neither online store, SQLite
+or Redis, expires one view's values of a row by itself).
 """
 
 from __future__ import annotations

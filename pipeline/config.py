@@ -1,7 +1,8 @@
 """Settings: where state lives and the knobs of each stage.
 
 Every field has a default that runs on one laptop; environment variables override the
-data root (`DAILYMIX_HOME`) and the MLflow tracking URI (`MLFLOW_TRACKING_URI`).
+data root (`DAILYMIX_HOME`), the MLflow tracking URI (`MLFLOW_TRACKING_URI`) and the online
+store (`DAILYMIX_ONLINE_STORE`, `DAILYMIX_REDIS_URL`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,35 @@ class ApiConfig(_Config):
     max_batch_rows: int = Field(1000, ge=1, description="Most events in one POST /v1/events batch; more gets 413.")
 
 
+class FeatureStoreConfig(_Config):
+    """Where Feast keeps online features. Choosing the store is configuration, not code: set
+    `DAILYMIX_ONLINE_STORE=redis` and `DAILYMIX_REDIS_URL` (or settings.json) and nothing else changes."""
+
+    online_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Online store: 'sqlite' (one file under home; one machine) or 'redis' (shared by "
+        "every API process and worker of a scaled-out deployment). Env: DAILYMIX_ONLINE_STORE.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", pattern=r"^rediss?://",
+        description="Redis to use when online_store='redis': redis[s]://[:password@]host:port/db. Env: "
+        "DAILYMIX_REDIS_URL.")
+    redis_key_ttl_seconds: int | None = Field(
+        None, ge=1, description="Optional Redis expiry of a whole entity key (all its views) not written for this "
+        "long; bounds memory. Per-feature TTLs (e.g. 24 h of the last-10) are enforced at read either way.")
+
+    @property
+    def redis_connection_string(self) -> str:
+        """`redis_url` in Feast's form: host:port,db=N[,password=...][,ssl=true]."""
+        from urllib.parse import unquote, urlsplit
+
+        url = urlsplit(self.redis_url)
+        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}", f"db={int(url.path.strip('/') or 0)}"]
+        if url.password:
+            parts.append(f"password={unquote(url.password)}")
+        if url.scheme == "rediss":
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -121,6 +151,7 @@ class Settings(_Config):
     training: TrainingConfig = TrainingConfig()
     skew: SkewConfig = SkewConfig()
     api: ApiConfig = ApiConfig()
+    feature_store: FeatureStoreConfig = FeatureStoreConfig()
 
     @property
     def tracking_uri(self) -> str:
@@ -145,7 +176,17 @@ def load_settings(home: Path | str | None = None) -> Settings:
         settings = Settings(home=root)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         settings = settings.model_copy(update={"mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"]})
-    return settings
+    return with_feature_store_env(settings)
+
+
+def with_feature_store_env(settings: Settings) -> Settings:
+    """Apply DAILYMIX_ONLINE_STORE / DAILYMIX_REDIS_URL over the saved settings (validated like any setting)."""
+    names = {"online_store": "DAILYMIX_ONLINE_STORE", "redis_url": "DAILYMIX_REDIS_URL"}
+    overrides = {field: os.environ[name] for field, name in names.items() if os.environ.get(name)}
+    if not overrides:
+        return settings
+    store = FeatureStoreConfig.model_validate({**settings.feature_store.model_dump(), **overrides})
+    return settings.model_copy(update={"feature_store": store})
 
 
 def save_settings(settings: Settings) -> Path:

@@ -1,8 +1,10 @@
 """The Feast feature repository: declarative definitions plus the infra settings of one data root.
 
 Offline store: Parquet partitions under `features/offline/<view>/date=D/`, one per day, so a
-rerun overwrites its day. Online store: SQLite (`features/online.db`). The definitions are
-code, applied by `apply_definitions`, so training and serving share them exactly.
+rerun overwrites its day. Online store, chosen by `settings.feature_store`: SQLite
+(`features/online.db`, the default) or Redis (shared by every process of a scaled-out
+deployment). The definitions are code, applied by `feature_store`, so training and serving
+share them exactly.
 """
 
 from __future__ import annotations
@@ -105,13 +107,22 @@ def feature_store(settings: Settings):
         provider="local",
         registry=str(root / "registry.db"),
         offline_store={"type": "file"},
-        online_store={"type": "sqlite", "path": str(root / "online.db")},
+        online_store=online_store_config(settings),
         entity_key_serialization_version=3,
         repo_path=str(root),
     )
     store = FeatureStore(config=config)
     store.apply(definitions(settings))
     return store
+
+
+def online_store_config(settings: Settings) -> dict:
+    """Feast's online_store block for the configured store (the only place the choice is made)."""
+    config = settings.feature_store
+    if config.online_store == "redis":
+        return {"type": "redis", "connection_string": config.redis_connection_string,
+                "key_ttl_seconds": config.redis_key_ttl_seconds}
+    return {"type": "sqlite", "path": str(settings.home / "features" / "online.db")}
 
 
 def feature_version(settings: Settings, day: str) -> str:
