@@ -16,6 +16,7 @@ import hmac
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import pandas as pd
@@ -28,11 +29,11 @@ from pipeline import feature_store as fs
 from pipeline import schema as s
 from pipeline.config import Settings
 from pipeline.features import last_interactions, vocabulary
-from pipeline.ingest import TEXT, existing_keys_of, write_quarantine
+from pipeline.ingest import TEXT, write_quarantine
 from pipeline.io import atomic_write_parquet
 from pipeline.paths import Layout
 from pipeline.publish import latest_date, user_mixes
-from validation.events import validate_events
+from validation.events import DUPLICATE_KEY, validate_events
 
 Clock = Callable[[], pd.Timestamp]
 RECENT_FEATURES = ("last_track_ids", "last_skipped", "last_ts")
@@ -97,7 +98,9 @@ class Service:
         self.clock = clock
         self._lock = threading.RLock()  # one read-merge-push at a time: concurrent batches must not lose events
         self._store = None
+        self._ttls: dict[str, pd.Timedelta] = {}
         self._catalog: pd.DataFrame | None = None
+        self.stored_keys = StoredKeys()
 
     @property
     def store(self):
@@ -117,7 +120,10 @@ class Service:
         return pd.Timestamp(self.clock()).tz_convert("UTC")
 
     def ttl(self, view: str) -> pd.Timedelta:
-        return pd.Timedelta(self.store.get_feature_view(view).ttl)
+        """A view's TTL, looked up once (a registry lookup rebuilds the view from protobuf each time)."""
+        if view not in self._ttls:
+            self._ttls[view] = pd.Timedelta(self.store.get_feature_view(view).ttl)
+        return self._ttls[view]
 
     # events ------------------------------------------------------------------------------------
 
@@ -128,6 +134,7 @@ class Service:
         now = self.now()
         oldest = now - pd.Timedelta(days=self.settings.training.window_days)
         days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest)
+        self.stored_keys.forget_before(oldest.strftime("%Y-%m-%d"))
         reasons = pd.Series("", index=frame.index, dtype=object)
         accepted = []
         for day, part in frame.groupby(days, sort=True):
@@ -147,12 +154,15 @@ class Service:
         name = f"api-{digest}.parquet"
         raw_part = self.layout.raw_events(day) / name
         durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
+        users = pd.to_numeric(part[s.USER_ID], errors="coerce").dropna().unique()
         good, why = validate_events(part, day=day, catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
-                                    track_durations_ms=durations, as_of=now, existing_keys=existing_keys_of(raw_part))
+                                    track_durations_ms=durations, as_of=now,
+                                    existing_keys=self.stored_keys.others(raw_part, users))
         bad = (why != "").to_numpy()
         write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
         if len(good):
             atomic_write_parquet(good.reset_index(drop=True), raw_part)  # durable before anything is acknowledged
+            self.stored_keys.record(raw_part, good)
         return good, why
 
     def push_recent(self, fresh: pd.DataFrame) -> None:
@@ -166,9 +176,11 @@ class Service:
             if len(rows):
                 self.store.push(fs.USER_RECENT_PUSH, rows)
 
-    def recent_events(self, users) -> pd.DataFrame:
-        """The online last-10 of `users` as event rows (user_id, track_id, ts, skipped), TTL not applied."""
-        frame = fs.online(self.settings, fs.USER_RECENT, s.USER_ID, users, RECENT_FEATURES, store=self.store)
+    def recent_events(self, users, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The online last-10 of `users` (or of an already read `user_recent` frame) as event rows (user_id,
+        track_id, ts, skipped), TTL not applied."""
+        if frame is None:
+            frame = fs.online(self.settings, fs.USER_RECENT, s.USER_ID, users, RECENT_FEATURES, store=self.store)
         rows = [
             (int(r[s.USER_ID]), int(t), int(ms), bool(k))
             for _, r in frame.iterrows() if r["last_track_ids"] is not None
@@ -183,8 +195,9 @@ class Service:
     def features(self, user_id: int) -> dict[str, Any]:
         """Last-10 interactions younger than the TTL, and the genre affinity of the latest snapshot."""
         now = self.now()
-        store = self.store
-        recent = self.recent_events([user_id])
+        views = fs.online_views(self.settings, s.USER_ID, [user_id],
+                                {fs.USER_RECENT: RECENT_FEATURES, fs.USER_PROFILE: ("genre_affinity",)}, self.store)
+        recent = self.recent_events([user_id], views[fs.USER_RECENT])
         ttl = self.ttl(fs.USER_RECENT)
         live = recent.loc[recent[s.TS] > now - ttl].sort_values(s.TS, kind="stable")
         return {
@@ -196,11 +209,10 @@ class Service:
                 "items": [{"track_id": int(r.track_id), "skipped": bool(r.skipped), "ts": r.ts.isoformat()}
                           for r in live.itertuples()],
             },
-            "genre_affinity": self._genre_affinity(user_id, now, store),
+            "genre_affinity": self._genre_affinity(views[fs.USER_PROFILE], now),
         }
 
-    def _genre_affinity(self, user_id: int, now: pd.Timestamp, store) -> dict[str, Any] | None:
-        frame = fs.online(self.settings, fs.USER_PROFILE, s.USER_ID, [user_id], ("genre_affinity",), store=store)
+    def _genre_affinity(self, frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, Any] | None:
         vector, stamp = frame["genre_affinity"].iloc[0], frame[fs.FEATURE_TS].iloc[0]
         if vector is None or pd.isna(stamp) or stamp <= now - self.ttl(fs.USER_PROFILE):
             return None
@@ -221,6 +233,48 @@ class Service:
         payload["refresh"] = {"as_of": self.now().isoformat(), "dropped_track_ids": sorted(skipped),
                               "demoted_artist_ids": sorted(artists)}
         return payload
+
+
+class StoredKeys:
+    """Duplicate keys (user, track, ts) of the raw parts of each day, each part read once per process.
+
+    The duplicate rule needs every key already stored for the day; re-reading all of the day's parts on each
+    request made a POST cost O(parts so far). New parts (from ingest or another API process) are still seen:
+    the directory is listed on every request and only unseen parts are read. Days older than the window are
+    forgotten (the API rejects their events anyway).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._days: dict[FilePath, tuple[set[str], pd.DataFrame]] = {}
+
+    def others(self, raw_part: FilePath, users) -> pd.DataFrame | None:
+        """Keys of `users` in the day's parts other than `raw_part` (a retried batch rewrites its own part)."""
+        with self._lock:
+            seen, keys = self._days.get(raw_part.parent, (set(), None))
+            new = sorted(p for p in raw_part.parent.glob("*.parquet") if p.name not in seen)
+            if new:
+                frames = [pd.read_parquet(p, columns=list(DUPLICATE_KEY)).assign(part=p.name) for p in new]
+                keys = pd.concat([keys, *frames], ignore_index=True)  # concat skips the None of a first read
+                self._days[raw_part.parent] = (seen | {p.name for p in new}, keys)
+        if keys is None:
+            return None
+        mine = keys.loc[(keys["part"] != raw_part.name) & keys[s.USER_ID].isin(users), list(DUPLICATE_KEY)]
+        return mine if len(mine) else None
+
+    def record(self, raw_part: FilePath, rows: pd.DataFrame) -> None:
+        """Add the keys of a part this process just wrote, so it is not read back."""
+        with self._lock:
+            seen, keys = self._days.get(raw_part.parent, (set(), None))
+            if keys is not None and raw_part.name in seen:
+                keys = keys.loc[keys["part"] != raw_part.name]
+            part = rows[list(DUPLICATE_KEY)].assign(part=raw_part.name)
+            self._days[raw_part.parent] = (seen | {raw_part.name}, pd.concat([keys, part], ignore_index=True))
+
+    def forget_before(self, day: str) -> None:
+        with self._lock:
+            for folder in [f for f in self._days if f.name.removeprefix("date=") < day]:
+                del self._days[folder]
 
 
 def rerank_tracks(tracks: list[dict], skipped: set[int], artists: set[int]) -> list[dict]:

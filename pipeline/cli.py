@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -116,7 +117,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the HTTP API (mixes, events, online features, refresh) with uvicorn."""
-    import os
 
     token = os.environ.get("DAILYMIX_API_TOKEN") or None
     if token is None and not args.insecure_dev:
@@ -128,6 +128,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.api import create_app
 
     uvicorn.run(create_app(_settings(args), token), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_bench_freshness(args: argparse.Namespace) -> int:
+    """Measure POST /v1/events -> visible in GET .../features latency against a real server (loopback only)."""
+    from pipeline.config import FeatureStoreConfig
+    from pipeline.freshness import BenchConfig, format_report, run
+
+    redis_url = args.redis_url or os.environ.get("DAILYMIX_REDIS_URL") or FeatureStoreConfig().redis_url
+    try:
+        config = BenchConfig(store=args.store, rate=args.rate, seconds=args.seconds, users=args.users,
+                             batch=args.batch, probe_every=args.probe_every, redis_url=redis_url)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = run(config)
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -177,6 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--insecure-dev", action="store_true", help="serve without a token (never outside a laptop)")
     serve.set_defaults(func=cmd_serve)
+
+    bench = sub.add_parser("bench-freshness", help=cmd_bench_freshness.__doc__)
+    bench.add_argument("--store", choices=["sqlite", "redis"], default="sqlite", help="online store to measure")
+    bench.add_argument("--rate", type=float, default=200.0, help="events per second, sustained (default 200)")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of the load (default 10)")
+    bench.add_argument("--users", type=int, default=100, help="listeners the events are spread over (default 100)")
+    bench.add_argument("--batch", type=int, default=1, help="events per POST, each for a different user (default 1)")
+    bench.add_argument("--probe-every", type=int, default=1,
+                       help="watch every Nth event until visible (default 1: every event; polling costs server CPU)")
+    bench.add_argument("--redis-url", help="Redis for --store redis (default: $DAILYMIX_REDIS_URL or redis://127.0.0.1"
+                       ":6379/0); its dailymix keys are removed afterwards")
+    bench.add_argument("--json", dest="json_out", help="also write the report to this JSON file")
+    bench.set_defaults(func=cmd_bench_freshness)
     return parser
 
 

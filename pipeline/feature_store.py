@@ -169,11 +169,23 @@ FEATURE_TS = "feature_ts"  # when the served values became true (NaT: nothing se
 
 def online(settings: Settings, view: str, key: str, ids, features: tuple[str, ...], store=None) -> pd.DataFrame:
     """Current online values for ids (one row per id, nulls where the store has none), with FEATURE_TS."""
+    return online_views(settings, key, ids, {view: features}, store=store)[view]
+
+
+def online_views(settings: Settings, key: str, ids, views: dict[str, tuple[str, ...]],
+                 store=None) -> dict[str, pd.DataFrame]:
+    """`online` for several views of one entity in a single store read (one round trip, one registry lookup)."""
     store = store or feature_store(settings)
     rows = [{key: int(i)} for i in ids]
-    refs = [f"{view}:{name}" for name in features]
-    frame = store.get_online_features(features=refs, entity_rows=rows).to_df(include_event_timestamps=True)
-    stamps = frame[[f"{name}__ts" for name in features]].max(axis=1).astype("float64")
-    frame[FEATURE_TS] = pd.to_datetime(stamps.where(stamps > 0), unit="s", utc=True)
-    return frame[[key, *features, FEATURE_TS]]
-
+    refs = [f"{view}:{name}" for view, names in views.items() for name in names]
+    frame = store.get_online_features(features=refs, entity_rows=rows, full_feature_names=True).to_df(
+        include_event_timestamps=True)
+    out = {}
+    for view, names in views.items():
+        part = frame[[key]].copy()
+        for name in names:
+            part[name] = frame[f"{view}__{name}"]
+        stamps = frame[[f"{view}__{name}__ts" for name in names]].max(axis=1).astype("float64")
+        part[FEATURE_TS] = pd.to_datetime(stamps.where(stamps > 0), unit="s", utc=True)
+        out[view] = part
+    return out

@@ -161,6 +161,20 @@ def test_bad_rows_get_422_with_reasons_while_good_rows_are_kept(client: TestClie
     assert len(quarantine) == 6  # nothing silently dropped: every bad row is kept with its reason
 
 
+def test_an_event_stored_by_an_earlier_batch_is_a_duplicate(client: TestClient, root: Settings) -> None:
+    first = event(11, 20, f"{DAY}T06:00:00Z")
+    assert client.post("/v1/events", headers=AUTH, json={"events": [first]}).status_code == 202
+    ingested = Layout(root.home).raw_events(DAY) / "ingested-elsewhere.parquet"  # a part another process wrote
+    pd.DataFrame({s.USER_ID: [11], s.TRACK_ID: [21], s.TS: [pd.Timestamp(f"{DAY}T06:01:00Z")]}).to_parquet(ingested)
+    try:
+        later = [first, event(11, 21, f"{DAY}T06:01:00Z"), event(11, 22, f"{DAY}T06:02:00Z")]
+        body = client.post("/v1/events", headers=AUTH, json={"events": later}).json()
+        assert (body["accepted"], body["rejected"]) == (1, 2)
+        assert {e["index"]: e["reasons"] for e in body["errors"]} == {0: ["duplicate"], 1: ["duplicate"]}
+    finally:
+        ingested.unlink()
+
+
 def test_body_limits_give_413(client: TestClient) -> None:
     too_many = [event(6, i, f"{DAY}T07:{i:02d}:00Z") for i in range(51)]
     assert client.post("/v1/events", headers=AUTH, json={"events": too_many}).status_code == 413
