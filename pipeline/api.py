@@ -317,7 +317,8 @@ def row_days(frame: pd.DataFrame, fallback: str, oldest: pd.Timestamp) -> pd.Ser
     text = frame[s.TS].astype(object)
     numeric = pd.to_numeric(text, errors="coerce")
     iso = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
-    epoch = pd.to_datetime(numeric.where(numeric.abs() < 1e14), unit="ms", utc=True, errors="coerce")
+    # Beyond ±9e12 ms (year 2255) nanoseconds overflow int64; pandas may then raise instead of coercing.
+    epoch = pd.to_datetime(numeric.where(numeric.abs() < 9e12), unit="ms", utc=True, errors="coerce")
     claimed = iso.fillna(epoch)
     return claimed.where(claimed >= oldest).dt.strftime("%Y-%m-%d").fillna(fallback)
 
