@@ -2,11 +2,14 @@
 
 It runs the real service — `dailymix serve` under uvicorn, in a subprocess, on a free loopback
 port — over a small seeded world in a throwaway data root, with the chosen online store. The load
-is open-loop: event i is sent at start + i/rate whatever happened to earlier ones (so a slow server
-shows as latency, not as a politely lower rate). Each event is a one-event batch from one of
-`users` listeners; after the POST returns the client polls the user's features until the event is
-listed. Latency is from just before the POST to the GET response that lists it. Bounded: at most
-`MAX_EVENTS` events, `MAX_SECONDS` of load, `VISIBLE_WITHIN_S` of polling per event.
+is open-loop: batch b is sent at start + b·batch/rate whatever happened to earlier ones (so a slow
+server shows as latency and failures, not as a politely lower rate). A batch holds `batch` events of
+different listeners (round-robin over `users`). Every `probe_every`-th event is watched: after its
+POST returns, the client polls that user's features until the event is listed. Its latency runs
+from just before the POST to the GET response that lists it. Polling is not free — each probe is at
+least one more request to the same server — so `probe_every` > 1 measures freshness under the full
+event rate without the measurement doubling the load. Bounded: at most `MAX_EVENTS` events,
+`MAX_SECONDS` of load, `VISIBLE_WITHIN_S` of polling per probe (later counts as not visible).
 """
 
 from __future__ import annotations
