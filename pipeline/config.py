@@ -105,6 +105,15 @@ class ApiConfig(_Config):
     max_batch_rows: int = Field(1000, ge=1, description="Most events in one POST /v1/events batch; more gets 413.")
 
 
+class UiConfig(_Config):
+    """Links of the Daily Mix page in the Airflow UI (`plugins/dailymix_plugin.py`)."""
+
+    mlflow_url: str = Field("http://localhost:5000", description="MLflow UI base URL the page links model versions "
+                            "to (`make up` serves it here).")
+    airflow_url: str = Field("", description="Airflow UI base URL the page links runs to; empty: the page's own "
+                             "origin (it is served by the Airflow API server).")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -121,6 +130,7 @@ class Settings(_Config):
     training: TrainingConfig = TrainingConfig()
     skew: SkewConfig = SkewConfig()
     api: ApiConfig = ApiConfig()
+    ui: UiConfig = UiConfig()
 
     @property
     def tracking_uri(self) -> str:
