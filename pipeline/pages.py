@@ -237,6 +237,8 @@ th { text-align: left; background: #f4f4f4; } .num { text-align: right; font-var
 .exploit { background: #e0ebf7; } .error { color: #b00020; } .ok { color: #2e7d32; font-weight: bold; }
 .failed { color: #b00020; font-weight: bold; } .charts { display: flex; flex-wrap: wrap; gap: 8px 24px; }
 .lineage { color: #555; font-size: 13px; } .alert { color: #b00020; }
+.mixes { display: grid; grid-template-columns: repeat(auto-fill, minmax(620px, 1fr)); gap: 0 28px; }
+table.tracks { font-size: 13px; width: 100%; } figure { margin: 0; } figcaption { font-weight: 600; }
 </style></head><body>
 <h1>Daily Mix</h1>
 <form method="get" action="" id="lookup">
@@ -255,6 +257,7 @@ th { text-align: left; background: #f4f4f4; } .num { text-align: right; font-var
 <section id="mixes">
 <h2>User {{ mixes.user_id }} — {{ mixes.date }} — {{ mixes.mixes|length }} mix{{ '' if mixes.mixes|length == 1
   else 'es' }}</h2>
+<div class="mixes">
 {% for mix in mixes.mixes %}
 <div class="mix" data-mix-id="{{ mix.mix_id }}">
 <h3>{{ mix.title }} <small>({{ mix.tracks|length }} tracks, {{ mix.discoveries }} discoveries,
@@ -273,6 +276,7 @@ th { text-align: left; background: #f4f4f4; } .num { text-align: right; font-var
   }}</td></tr>
 {% endfor %}</table></div>
 {% endfor %}
+</div>
 </section>
 {% endif %}
 
