@@ -14,7 +14,7 @@ Turns the day's landed play events into features for training and serving.
 **Runbook.** *ingest failed with "quarantined, above the 1.0% threshold"*: the message names the file,
 the most common reasons and the first row of each. Inspect `quarantine/events/date=D/*.parquet`, fix the
 producer or the file, and clear the task: nothing was written to the raw store for that file, so a rerun
-is safe. Reruns overwrite the day's partitions; backfill with `airflow dags backfill dailymix_features`.
+is safe. Reruns overwrite the day's partitions; backfill a range with `airflow backfill create --dag-id dailymix_features --from-date D1 --to-date D2`.
 """
 
 from __future__ import annotations
