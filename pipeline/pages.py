@@ -34,6 +34,7 @@ CHARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Catalog coverage", "{:.1%}", ("coverage",)),
 )
 COUNT_METRICS = ("users", "mixes", "slots", "events")  # in the table, not charted
+TRACKS_SHOWN = 8  # tracks of a mix shown open; the rest are one click away
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 
 
@@ -237,7 +238,8 @@ th { text-align: left; background: #f4f4f4; } .num { text-align: right; font-var
 .exploit { background: #e0ebf7; } .error { color: #b00020; } .ok { color: #2e7d32; font-weight: bold; }
 .failed { color: #b00020; font-weight: bold; } .charts { display: flex; flex-wrap: wrap; gap: 8px 24px; }
 .lineage { color: #555; font-size: 13px; } .alert { color: #b00020; }
-.mixes { display: grid; grid-template-columns: repeat(auto-fill, minmax(620px, 1fr)); gap: 0 28px; }
+.mixes { display: grid; grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); gap: 0 28px; }
+summary { cursor: pointer; color: #1f5fa8; font-size: 13px; margin-bottom: 8px; }
 table.tracks { font-size: 13px; width: 100%; } figure { margin: 0; } figcaption { font-weight: 600; }
 </style></head><body>
 <h1>Daily Mix</h1>
@@ -266,15 +268,19 @@ table.tracks { font-size: 13px; width: 100%; } figure { margin: 0; } figcaption 
   v{{ mix.lineage.model_version }}</a> · index {{ mix.lineage.index_version }} · features
   {{ mix.lineage.feature_version }} · Airflow run <a target="_top" href="{{ mix.links.run }}">{{ mix.lineage.run_id
   }}</a></p>
-<table class="tracks"><tr><th>#</th><th>track</th><th>artist</th><th>genre</th><th>mood</th><th></th><th>policy</th>
-  <th class="num">propensity</th></tr>
-{% for t in mix.tracks %}<tr class="track"><td class="num">{{ t.position + 1 }}</td><td>{{ t.title }}</td>
+{% macro track_rows(tracks) %}<table class="tracks"><tr><th>#</th><th>track</th><th>artist</th><th>genre</th>
+  <th>mood</th><th></th><th>policy</th><th class="num">propensity</th></tr>
+{% for t in tracks %}<tr class="track"><td class="num">{{ t.position + 1 }}</td><td>{{ t.title }}</td>
   <td>{{ t.artist }}</td><td>{{ t.genre }}</td><td>{{ t.mood }}</td>
   <td><span class="tag {{ 'discovery' if t.discovery else 'familiar' }}">{{ 'discovery' if t.discovery
     else 'familiar' }}</span></td>
   <td><span class="tag {{ t.policy }}">{{ t.policy }}</span></td><td class="num">{{ '%.3f'|format(t.propensity)
   }}</td></tr>
-{% endfor %}</table></div>
+{% endfor %}</table>{% endmacro %}
+{{ track_rows(mix.tracks[:shown]) }}
+{% if mix.tracks|length > shown %}<details><summary>tracks {{ shown + 1 }}–{{ mix.tracks|length }}</summary>
+{{ track_rows(mix.tracks[shown:]) }}</details>{% endif %}
+</div>
 {% endfor %}
 </div>
 </section>
@@ -327,6 +333,7 @@ def render_page(settings: Settings, links: Links, user: int | None = None, day: 
     return _TEMPLATE.render(
         home=settings.home, dates=dates, day=day, user=user, mixes=mixes, error=error, model_name=settings.model_name,
         health=health_view(settings, until=day), skew=skew_view(settings), data_docs=links.data_docs,
+        shown=TRACKS_SHOWN,
     )
 
 

@@ -174,8 +174,9 @@ def test_daily_mix_page_looks_up_a_user_and_renders_mixes_and_charts(airflow_url
     assert all(len(c.find_elements(By.TAG_NAME, "circle")) >= NIGHTS for c in charts[:2])  # a point per night
     assert browser.find_elements(By.CSS_SELECTOR, "#skew .ok, #skew .failed")
 
+    height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.switch_to.default_content()
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    browser.set_window_size(1400, 1500)
+    browser.set_window_size(1400, min(height + 120, 3000))  # the whole page, in Airflow's frame
     time.sleep(1)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
