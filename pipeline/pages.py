@@ -34,7 +34,7 @@ CHARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Catalog coverage", "{:.1%}", ("coverage",)),
 )
 COUNT_METRICS = ("users", "mixes", "slots", "events")  # in the table, not charted
-TRACKS_SHOWN = 8  # tracks of a mix shown open; the rest are one click away
+TRACKS_SHOWN = 5  # tracks of a mix shown open; the rest are one click away
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 
 
@@ -156,9 +156,10 @@ def data_docs_root(settings: Settings) -> Path:
 
 def line_chart(dates: Sequence[str], series: dict[str, Sequence[float | None]],
                alerts: dict[str, list[dict[str, str]]], fmt: str = "{:.2f}",
-               width: int = 520, height: int = 190) -> str:
+               width: int = 390, height: int = 180) -> str:
     """An SVG line chart over `dates` (one x step per day); gaps where a value is missing; alert days in red."""
-    left, right, top, bottom = 52, 12, 10, 44
+    legend_rows = 1 + sum(len(name) for name in series) * 6 // max(1, width - 60)
+    left, right, top, bottom = 52, 12, 10, 30 + 14 * legend_rows
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for vs in series.values() for v in vs if v is not None]
     if not dates or not values:
@@ -194,10 +195,14 @@ def line_chart(dates: Sequence[str], series: dict[str, Sequence[float | None]],
                          f'stroke-dasharray="4 3"/><path d="M{x(i) - 5:.1f},{top} h10 l-5,8 z" fill="#d62728"/></g>')
     for color, (name, vs) in zip(COLORS * 3, series.items(), strict=False):
         parts.append(_polyline(vs, x, y, color, name, dates, fmt))
-    for n, (color, name) in enumerate(zip(COLORS * 3, series, strict=False)):  # legend
-        lx, ly = left + (n % 3) * 160, top + plot_h + 30
+    lx, ly = left, top + plot_h + 30
+    for color, name in zip(COLORS * 3, series, strict=False):  # legend, wrapping to a new row when full
+        item = 24 + 6 * len(name)
+        if lx > left and lx + item > width:
+            lx, ly = left, ly + 14
         parts.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{lx + 14}" y="{ly + 1}" font-size="11">{_esc(name)}</text>')
+                     f'<text x="{lx + 14}" y="{ly + 1}" font-size="10">{_esc(name)}</text>')
+        lx += item
     parts.append("</svg>")
     return "".join(parts)
 
@@ -236,11 +241,13 @@ th { text-align: left; background: #f4f4f4; } .num { text-align: right; font-var
 .tag { border-radius: 3px; padding: 0 5px; font-size: 12px; }
 .discovery { background: #e3f2e1; } .familiar { background: #eee; } .explore { background: #fde8d0; }
 .exploit { background: #e0ebf7; } .error { color: #b00020; } .ok { color: #2e7d32; font-weight: bold; }
-.failed { color: #b00020; font-weight: bold; } .charts { display: flex; flex-wrap: wrap; gap: 8px 24px; }
+.failed { color: #b00020; font-weight: bold; } .charts { display: flex; flex-wrap: wrap; gap: 8px 20px; }
 .lineage { color: #555; font-size: 13px; } .alert { color: #b00020; }
 .mixes { display: grid; grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); gap: 0 28px; }
+.latest { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 2px 20px;
+  font-size: 13px; } .latest b { float: right; font-weight: 600; font-variant-numeric: tabular-nums; }
 summary { cursor: pointer; color: #1f5fa8; font-size: 13px; margin-bottom: 8px; }
-table.tracks { font-size: 13px; width: 100%; } figure { margin: 0; } figcaption { font-weight: 600; }
+table.tracks { font-size: 13px; width: 100%; } table.tracks td { white-space: nowrap; } figure { margin: 0; } figcaption { font-weight: 600; }
 </style></head><body>
 <h1>Daily Mix</h1>
 <form method="get" action="" id="lookup">
@@ -293,9 +300,9 @@ table.tracks { font-size: 13px; width: 100%; } figure { margin: 0; } figcaption 
 {% else %}
 <div class="charts">{% for chart in health.charts %}<figure class="chart-box"><figcaption>{{ chart.title
   }}</figcaption>{{ chart.svg|safe }}</figure>{% endfor %}</div>
-<table class="latest"><tr><th>metric ({{ health.dates[-1] }})</th><th class="num">value</th></tr>
-{% for k, v in health.latest.items() %}<tr><td>{{ k }}</td><td class="num">{{ v if v is none or v is string
-  else ('%.4g'|format(v)) }}</td></tr>{% endfor %}</table>
+<h3>Latest values ({{ health.dates[-1] }})</h3>
+<div class="latest">{% for k, v in health.latest.items() %}<div><span>{{ k }}</span> <b>{{ v if v is none or v is
+  string else ('%.4g'|format(v)) }}</b></div>{% endfor %}</div>
 {% endif %}
 <h3>Alerts</h3>
 {% if health.alerts %}<ul id="alerts">{% for d, alerts in health.alerts %}{% for a in alerts %}

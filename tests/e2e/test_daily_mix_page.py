@@ -176,7 +176,7 @@ def test_daily_mix_page_looks_up_a_user_and_renders_mixes_and_charts(airflow_url
 
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.switch_to.default_content()
-    browser.set_window_size(1400, min(height + 120, 3000))  # the whole page, in Airflow's frame
+    browser.set_window_size(1400, min(height + 250, 3000))  # the whole page, in Airflow's frame
     time.sleep(1)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
