@@ -247,7 +247,8 @@ th { text-align: left; background: #f4f4f4; } .num { text-align: right; font-var
 .latest { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 2px 20px;
   font-size: 13px; } .latest b { float: right; font-weight: 600; font-variant-numeric: tabular-nums; }
 summary { cursor: pointer; color: #1f5fa8; font-size: 13px; margin-bottom: 8px; }
-table.tracks { font-size: 13px; width: 100%; } table.tracks td { white-space: nowrap; } figure { margin: 0; } figcaption { font-weight: 600; }
+table.tracks { font-size: 13px; width: 100%; } table.tracks td { white-space: nowrap; }
+figure { margin: 0; } figcaption { font-weight: 600; }
 </style></head><body>
 <h1>Daily Mix</h1>
 <form method="get" action="" id="lookup">

@@ -45,7 +45,13 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo run: every DAG through Airflow on the tiny world, then nightly + monitor for the two nights before."""
+    """A demo run: every DAG through Airflow on the tiny world, then nightly + monitor for the two nights before.
+
+    DAILYMIX_PAGE_TEST_HOME names a data root a previous run of this fixture left (pytest keeps the last
+    three basetemps): the browser part then reruns in a minute instead of redoing the DAG runs.
+    """
+    if os.environ.get("DAILYMIX_PAGE_TEST_HOME"):
+        return Path(os.environ["DAILYMIX_PAGE_TEST_HOME"])
     root = tmp_path_factory.mktemp("dailymix-page")
     save_settings(Settings(home=root, n_shards=2, world=WORLD, training=TrainingConfig(holdout_days=1)))
     assert cli(["--home", str(root), "world"]) == 0
