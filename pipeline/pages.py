@@ -29,8 +29,8 @@ HEALTH_DAYS = 60  # days of history charted
 # Charts of the health section: title, y-axis format, and the metrics drawn (those present are drawn).
 CHARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Genre entropy (bits)", "{:.2f}", ("global_genre_entropy", "user_genre_entropy", "mean_mix_genre_entropy")),
-    ("Discovery and exploration share", "{:.0%}", ("discovery_share", "explore_share")),
-    ("Skip rate: exploit vs explore", "{:.0%}", ("skip_rate_exploit", "skip_rate_explore", "skip_rate")),
+    ("Discovery and exploration share", "{:.1%}", ("discovery_share", "explore_share")),
+    ("Skip rate: exploit vs explore", "{:.1%}", ("skip_rate_exploit", "skip_rate_explore", "skip_rate")),
     ("Catalog coverage", "{:.1%}", ("coverage",)),
 )
 COUNT_METRICS = ("users", "mixes", "slots", "events")  # in the table, not charted
@@ -159,7 +159,7 @@ def line_chart(dates: Sequence[str], series: dict[str, Sequence[float | None]],
                width: int = 390, height: int = 180) -> str:
     """An SVG line chart over `dates` (one x step per day); gaps where a value is missing; alert days in red."""
     legend_rows = 1 + sum(len(name) for name in series) * 6 // max(1, width - 60)
-    left, right, top, bottom = 52, 12, 10, 30 + 14 * legend_rows
+    left, right, top, bottom = 52, 20, 10, 30 + 14 * legend_rows
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for vs in series.values() for v in vs if v is not None]
     if not dates or not values:

@@ -107,7 +107,7 @@ def test_health_charts_every_metric_present_and_marks_alert_days(root: Settings)
 
 def test_line_chart_draws_known_points_and_breaks_at_gaps() -> None:
     svg = line_chart(["d1", "d2", "d3", "d4", "d5"], {"m": [1.0, 2.0, None, 3.0, 4.0]}, {}, "{:.1f}",
-                     width=152, height=110)  # plot area: x 52..140, y 10..66
+                     width=160, height=110)  # plot area: x 52..140, y 10..66
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 4
     points = [tuple(map(float, p)) for p in re.findall(r'cx="([\d.]+)" cy="([\d.]+)"', svg)]
     pad = 0.3  # 10% of the range 1..4
