@@ -9,12 +9,12 @@ Turns the day's landed play events into features for training and serving.
 | `offline_store` | computes the day's snapshot of every Feast feature view (user profile, track stats, last-10 interactions) from the trailing window | `features/offline/<view>/date=D/` |
 | `online_store` | materialises that snapshot into the Feast online store (SQLite) | asset `dailymix_features` |
 
-**Inputs**: the day's event file, the catalog. **Output asset**: `dailymix_features` (triggers `dailymix_nightly`).
+**Inputs**: the day's event file (`landing/events/date=D/`), the catalog. **Outputs**: `raw/events/date=D/`, `quarantine/events/date=D/`, the Feast offline snapshots and online store, asset `dailymix_features` (triggers `dailymix_nightly`).
 
 **Runbook.** *ingest failed with "quarantined, above the 1.0% threshold"*: the message names the file,
 the most common reasons and the first row of each. Inspect `quarantine/events/date=D/*.parquet`, fix the
 producer or the file, and clear the task: nothing was written to the raw store for that file, so a rerun
-is safe. Reruns overwrite the day's partitions; backfill with `airflow dags backfill dailymix_features`.
+is safe. Reruns overwrite the day's partitions; backfill a range with `airflow backfill create --dag-id dailymix_features --from-date D1 --to-date D2`.
 """
 
 from __future__ import annotations

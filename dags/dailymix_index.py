@@ -8,6 +8,8 @@
 | `recall_gate` | measures recall@1000 against exact search on the same queries; fails below `retrieval.min_recall` (0.90) and logs the rejected build to MLflow | `build.json` |
 | `publish` | records the index as the one serving that model version; logs recall, build time, size and trees to MLflow | `indexes/by-model/<v>.json`, asset `dailymix_index` |
 
+**Inputs**: asset `dailymix_ranker` (a promoted `champion`; triggers this DAG) and its embeddings in MLflow. **Outputs**: `indexes/<version>/`, `indexes/by-model/<v>.json`, asset `dailymix_index` (read by `dailymix_nightly`'s plan).
+
 **Runbook.** *recall_gate failed*: nothing was published, so the previous index keeps serving its model version
 (the nightly run pins the index through `indexes/by-model/<v>.json`). The error names the backend, its effort
 (trees / ef) and the recall. Raise `retrieval.max_trees` (annoy) or `retrieval.voyager_max_ef` (voyager) in

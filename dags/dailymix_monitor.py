@@ -6,6 +6,8 @@
 | `metrics` | the day's health row: genre entropy (global, per mix, per user), discovery and exploration share, coverage, skip rate (overall, exploit, explore) | `monitoring/metrics/date=D.json` |
 | `drift` | compares the day with its trailing 7-day mean; entropy falling >10% or skip rate rising >5 points raises an alert | `monitoring/alerts/date=D/monitor.json`, warnings in this log |
 
+**Inputs**: asset `dailymix_mixes` (the night's publication; triggers this DAG), the day's raw events. **Outputs**: `monitoring/metrics/date=D.json`, `monitoring/alerts/date=D/monitor.json`; the trends and alerts are charted in the Airflow UI under **Daily Mix**.
+
 **Runbook.** *An alert fired*: a falling genre entropy with a steady skip rate is the feedback loop narrowing:
 raise `rerank.exploration_rate` and retrain with IPS; a rising skip rate after a promotion: roll the
 `champion` alias back to the previous version (see `dailymix_retrain`).

@@ -8,6 +8,8 @@
 | `score` (mapped, one per shard) | per user: taste clusters → Annoy top-1000 per cluster → one batched ranker call → re-ranking (discovery quota, artist cap, exploration with propensities) | `nightly/date=D/shard-K.parquet` |
 | `publish` | checks every mix against the rules, writes the content-addressed mixes file and swaps the date's manifest atomically | `published/date=D/`, asset `dailymix_mixes` |
 
+**Inputs**: asset `dailymix_features` (the day's online features; triggers this DAG), the `champion` model in MLflow and its index (`indexes/by-model/<v>.json`). **Outputs**: `published/date=D/` (mixes with lineage), asset `dailymix_mixes` (triggers `dailymix_monitor`). The mixes show in the Airflow UI under **Daily Mix**.
+
 **Runbook.** *skew_gate failed*: nothing was scored or published; yesterday's mixes stay current. The log
 lists each failed expectation with observed vs expected values; open the Data Docs for the full report.
 A freshness failure means `dailymix_features` has not run for the day. A drifted feature usually means an

@@ -7,6 +7,8 @@
 | `fit_and_register` | fits a gradient-boosted ranker on all but the last days, evaluates AUC / log loss on them, logs params, metrics, embeddings and the model (with signature) to MLflow and registers a new version of `dailymix-ranker` | MLflow run + model version |
 | `promote` | scores the current champion on the same holdout; moves alias `champion` to the new version only if it is at least as good | alias `champion`, asset `dailymix_ranker` |
 
+**Inputs**: the raw event log (`raw/events/`, last `training.window_days`), the Feast offline snapshots, the catalog. **Outputs**: a registered `dailymix-ranker` version, alias `champion`, asset `dailymix_ranker` (triggers `dailymix_index`).
+
 **Runbook.** *Promotion rejected*: the version is registered and tagged `dailymix.promotion` with both AUCs;
 the champion keeps serving. *Roll back*: `mlflow` UI → Models → `dailymix-ranker` → set alias `champion` on
 the previous version, then trigger `dailymix_index` (its index is reused if it exists: same content hash).

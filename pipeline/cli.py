@@ -150,6 +150,17 @@ def cmd_bench_freshness(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the settings of the data root as JSON, or the configuration reference as Markdown."""
+    if args.markdown:
+        from pipeline.config_reference import markdown
+
+        print(markdown(), end="")
+        return 0
+    print(_settings(args).model_dump_json(indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -209,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ":6379/0); its dailymix keys are removed afterwards")
     bench.add_argument("--json", dest="json_out", help="also write the report to this JSON file")
     bench.set_defaults(func=cmd_bench_freshness)
+
+    config = sub.add_parser("config", help=cmd_config.__doc__)
+    config.add_argument("--markdown", action="store_true", help="every setting as Markdown (docs/configuration.md)")
+    config.set_defaults(func=cmd_config)
     return parser
 
 

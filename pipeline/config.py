@@ -135,6 +135,15 @@ class FeatureStoreConfig(_Config):
         return ",".join(parts)
 
 
+class UiConfig(_Config):
+    """Links of the Daily Mix page in the Airflow UI (`plugins/dailymix_plugin.py`)."""
+
+    mlflow_url: str = Field("http://localhost:5000", description="MLflow UI base URL the page links model versions "
+                            "to (`make up` serves it here).")
+    airflow_url: str = Field("", description="Airflow UI base URL the page links runs to; empty: the page's own "
+                             "origin (it is served by the Airflow API server).")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -152,6 +161,7 @@ class Settings(_Config):
     skew: SkewConfig = SkewConfig()
     api: ApiConfig = ApiConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    ui: UiConfig = UiConfig()
 
     @property
     def tracking_uri(self) -> str:

@@ -40,6 +40,7 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from pipeline import schema as s
+from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
 HOLDOUT_SHARE = 0.2
@@ -355,14 +356,19 @@ def evaluate_split(split: Split, seed: int, backend: str = "annoy", candidates: 
         timings[name] = time.perf_counter() - started
         return result
 
-    stage = timed("retrieval", lambda: first_stage(split.train, candidates, backend, seed, factors))
-    model = timed("ranker_fit", lambda: train_ranker(split, candidates, backend, seed, factors=factors))
-    ranked = timed("rerank", lambda: rerank(model, stage, split.genres))
-    tops = {
-        "popularity": timed("popularity", lambda: top_n(popularity_scores(split.train), split.train, DEPTH)),
-        "als": timed("als", lambda: top_n(stage.als.scores(), split.train, DEPTH)),
-        "itemknn": timed("itemknn", lambda: top_n(stage.knn, split.train, DEPTH)),
+    done: dict = {}
+    stages = {  # in order; later stages read earlier results from `done`
+        "retrieval": lambda: first_stage(split.train, candidates, backend, seed, factors),
+        "ranker_fit": lambda: train_ranker(split, candidates, backend, seed, factors=factors),
+        "rerank": lambda: rerank(done["ranker_fit"], done["retrieval"], split.genres),
+        "popularity": lambda: top_n(popularity_scores(split.train), split.train, DEPTH),
+        "als": lambda: top_n(done["retrieval"].als.scores(), split.train, DEPTH),
+        "itemknn": lambda: top_n(done["retrieval"].knn, split.train, DEPTH),
     }
+    for name in progress(list(stages), desc="eval stages"):
+        done[name] = timed(name, stages[name])
+    stage, ranked = done["retrieval"], done["rerank"]
+    tops = {name: done[name] for name in ("popularity", "als", "itemknn")}
     log.info("seconds per stage: %s", {k: round(v, 1) for k, v in timings.items()})
     return {
         "pipeline": all_metrics(ranked[:, :DEPTH], split, users),

@@ -50,6 +50,7 @@ def main(home: str) -> int:
                           "--host", "127.0.0.1", "--port", str(MLFLOW_PORT)], env=env, start_new_session=True),
     ]
     print(f"Airflow UI  http://localhost:{AIRFLOW_PORT}   (DAGs: dailymix_*; data root {root})")
+    print(f"Daily Mix   http://localhost:{AIRFLOW_PORT}/plugin/daily-mix   (a user's mixes, the loop's health)")
     print(f"MLflow UI   http://localhost:{MLFLOW_PORT}    (experiment '{settings.experiment_name}', "
           f"model '{settings.model_name}')")
     print("Ctrl-C stops both.")

@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline import schema
 from pipeline.config import WorldConfig
 from pipeline.paths import Layout
+from pipeline.progress import progress
 
 # Vocabularies in order of popularity: a world with n genres uses the first n, and earlier ones are more popular.
 GENRES: tuple[str, ...] = (
@@ -108,7 +109,7 @@ def write_world(world: World, layout: Layout) -> None:
         frame.to_parquet(path, index=False)
     events = world.events
     days = events[schema.TS].dt.strftime("%Y-%m-%d")
-    for day, group in events.groupby(days, sort=True):
+    for day, group in progress(events.groupby(days, sort=True), total=days.nunique(), desc="world: landing files"):
         path = layout.landing(str(day))
         path.parent.mkdir(parents=True, exist_ok=True)
         group.reset_index(drop=True).to_parquet(path, index=False)
@@ -426,7 +427,7 @@ def _make_events(
     duration = catalog[schema.DURATION_MS].to_numpy()
     user_ids = users[schema.USER_ID].to_numpy()
     frames = []
-    for day in history_days(config):
+    for day in progress(history_days(config), desc="world: days of history"):
         day_users = np.repeat(all_users, rng.poisson(activity))
         tracks, skipped = _draw_starts(rng, sampler, affinity, day_users, replay=True)
         ms_played = _ms_played(rng, duration[tracks], skipped)

@@ -158,6 +158,18 @@ def test_doc_md_has_a_runbook(dag):
     assert "Runbook" in dag.doc_md, f"{dag.dag_id}: doc_md has no Runbook section"
 
 
+def test_doc_md_documents_every_task_and_its_inputs_and_outputs(dag):
+    """The DAG's page in the UI: each task by name, an Inputs and an Outputs line naming the assets it reads/emits."""
+    doc = dag.doc_md or ""
+    undocumented = [task.task_id for task in dag.tasks if f"`{task.task_id}`" not in doc]
+    assert not undocumented, f"{dag.dag_id}: doc_md does not describe tasks {undocumented}"
+    assert "**Inputs**" in doc and "**Outputs**" in doc, f"{dag.dag_id}: doc_md needs **Inputs** and **Outputs**"
+    consumed = {name for name, _ in _asset_keys(getattr(dag.timetable, "asset_condition", None))}
+    produced = {name for name, _ in _outlet_keys(dag.tasks)}
+    missing = sorted(name for name in consumed | produced if f"`{name}`" not in doc)
+    assert not missing, f"{dag.dag_id}: doc_md does not name the assets {missing}"
+
+
 def test_no_catchup(dag):
     assert dag.catchup is False
 

@@ -17,3 +17,14 @@ def test_unknown_length_reports_each_item_without_eta():
     assert list(progress(iter("abc"), desc="weeks", stream=out)) == ["a", "b", "c"]
     assert out.getvalue().splitlines()[-1].startswith("weeks: 3/? (")
     assert "ETA" not in out.getvalue()
+
+
+def test_world_generation_reports_progress_per_day(tmp_path, capsys):
+    from pipeline.cli import main as cli
+
+    assert cli(["--home", str(tmp_path), "world", "--users", "5", "--tracks", "50", "--artists", "10",
+                "--days", "3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in err] == [
+        "world: days of history: 1/3", "world: days of history: 2/3", "world: days of history: 3/3",
+        "world: landing files: 1/3", "world: landing files: 2/3", "world: landing files: 3/3"]
