@@ -48,13 +48,13 @@ class ExperimentConfig:
     train_contexts: int = 40_000
     eval_contexts: int = 20_000
     exploration_contexts: int = 40_000
-    popularity_bias: float = 1.0  # logging softmax weight on log popularity
-    taste_bias: float = 6.0  # logging softmax weight on true affinity (what the features cannot see)
-    epsilon: float = 0.1  # logging share of uniform exploration
-    genre_noise: float = 0.15  # std of the noise on the observed genre share
+    popularity_bias: float = 1.0  # logging softmax weight on standardised log popularity
+    taste_bias: float = 15.0  # logging weight on true affinity x popularity (what the features cannot see)
+    epsilon: float = 0.2  # logging share of uniform exploration
+    genre_noise: float = 0.6  # std of the noise on the observed genre share (true share is in [0, 1])
     propensity_clip: float = 20.0
-    max_iter: int = 100  # boosting iterations of both rankers (two features need few)
-    max_leaf_nodes: int = 31  # leaves per tree of both rankers
+    max_iter: int = 50  # boosting iterations of both rankers
+    max_leaf_nodes: int = 2  # stumps: an additive ranker, which must choose where to be accurate (see README)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def _directory(root: Path, name: str, frame: pd.DataFrame, embeddings: Embedding
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd.DataFrame, Embeddings]:
     home = tmp_path_factory.mktemp("promotion-home")
-    settings = Settings(home=home, training=TrainingConfig(holdout_days=1, max_iter=40),
+    settings = Settings(home=home, training=TrainingConfig(holdout_days=1, max_iter=20),
                         promotion=PromotionConfig(min_exploration_events=100, bootstrap_samples=100))
     rng = np.random.default_rng(21)
     embeddings = _embeddings(rng)
@@ -129,7 +129,7 @@ def test_worse_challenger_is_not_promoted_and_a_better_one_is(world, tmp_path: P
     assert run.data.params["use_ips"] == "True" and run.data.params["propensity_clip"] == "20.0"
     artifacts = {a.path for a in client.list_artifacts(worse["run_id"])}
     nested = {a.path for folder in ("plots", "ope", SUITES_DIR) for a in client.list_artifacts(worse["run_id"], folder)}
-    assert {"model", "embeddings"} <= artifacts
+    assert "embeddings" in artifacts  # the model itself is an MLflow 3 LoggedModel, checked below
     assert {IMPORTANCE_PLOT, CALIBRATION_PLOT, OPE_ARTIFACT, f"{SUITES_DIR}/users.json"} <= nested
     ope = mlflow.artifacts.load_dict(f"runs:/{worse['run_id']}/{OPE_ARTIFACT}")
     assert ope["events"] == N_USERS * EXPLORE and set(ope["estimates"]) == {"ips", "snips", "dr"}
