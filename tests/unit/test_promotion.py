@@ -146,3 +146,19 @@ def test_rollback_moves_the_alias_and_refuses_an_unknown_version(world) -> None:
     with pytest.raises(LookupError, match="no version 99"):
         registry.rollback(settings, "99")
     registry.rollback(settings, current.version)
+
+
+def test_too_few_exploration_events_fall_back_to_auc_and_say_so(world, tmp_path: Path) -> None:
+    settings, frame, embeddings = world
+    strict = settings.model_copy(update={"promotion": PromotionConfig(min_exploration_events=10**6,
+                                                                      bootstrap_samples=100)})
+    champion_before = registry.champion(strict)
+    assert champion_before is not None  # left by the tests above
+    candidate = train_and_register(strict, DAYS[-1], _directory(tmp_path, "v4", frame, embeddings, True,
+                                                                np.random.default_rng(9)))
+    assert "ope_snips" not in candidate["metrics"]  # no estimate from a handful of events
+    decision = promote_if_better(strict, str(tmp_path / "v4"), candidate)
+    assert f"only {N_USERS * EXPLORE} held-out exploration events (< 1000000)" in decision["reason"]
+    assert "gated on holdout AUC" in decision["reason"]
+    assert decision["promoted"] == (candidate["metrics"]["holdout_auc"] >= decision["champion_holdout_auc"])
+    assert not decision["promoted"]  # shuffled labels: its AUC is near 0.5, the champion's is not
