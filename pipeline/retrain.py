@@ -18,8 +18,9 @@ from pipeline.io import atomic_write_parquet
 from pipeline.model_report import calibration_figure, feature_importance_figure
 from pipeline.ope import BanditLog, evaluate_policy, tilted_policy
 from pipeline.paths import Layout
-from pipeline.ranker import TrainingSet, build_training_set, evaluate, fit_ranker, ndcg_at_k
+from pipeline.ranker import TrainingSet, build_training_set, evaluate, fit_ranker, ips_weights, ndcg_at_k
 from pipeline.skew import SUITES_DIR, write_training_suites
+from pipeline.slots import attach_slots, published_slots
 from pipeline.world import read_world
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,17 @@ def prepare_training_data(settings: Settings, day: str) -> str:
     layout = Layout(settings.home)
     catalog = read_world(layout).catalog
     events = read_raw_events(layout, window_days(day, settings.training.window_days))
+    # Policy and propensity come from the slot the re-ranker published, not from what the client reported.
+    events, slot_join = attach_slots(events, published_slots(settings, events[s.MIX_ID]))
     embeddings = fit_als(events, settings.retrieval, settings.seed)
     training = build_training_set(settings, day, catalog, embeddings)
     directory = training_dir(settings, day)
     embeddings.save(directory)
     frame = training.features.assign(
-        **{LABEL: training.label, "weight": training.weight, "day": training.day,
-           **{column: events[column].to_numpy() for column in SLOT_KEYS}}
+        **{LABEL: training.label, "weight": ips_weights(events, settings.training.propensity_clip),
+           "day": training.day, **{column: events[column].to_numpy() for column in SLOT_KEYS}}
     )
+    log.info("slot join of mix-driven events: %s", slot_join)
     atomic_write_parquet(frame, directory / TRAINING_FILE)
     write_training_suites(settings, day, directory)
     log.info("training set for %s: %d rows, %d users; embeddings %s", day, len(frame),
