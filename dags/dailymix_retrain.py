@@ -4,14 +4,16 @@
 | step | what it does | output |
 |---|---|---|
 | `training_data` | fits ALS track/user embeddings on the window; builds the point-in-time training set (Feast historical retrieval: features as of the start of each event's day), label = played without skip, weight = clipped inverse propensity | `models/training/date=D/` |
-| `fit_and_register` | fits a gradient-boosted ranker on all but the last days, evaluates AUC / log loss on them, logs params, metrics, embeddings and the model (with signature) to MLflow and registers a new version of `dailymix-ranker` | MLflow run + model version |
-| `promote` | scores the current champion on the same holdout; moves alias `champion` to the new version only if it is at least as good | alias `champion`, asset `dailymix_ranker` |
+| `fit_and_register` | fits a gradient-boosted ranker (IPS-weighted unless `training.use_ips` is off) on all but the last days; AUC, log loss, NDCG@10 on them; IPS/SNIPS/DR off-policy estimates with bootstrap intervals on the holdout days' exploration logs; logs params, metrics, plots, OPE estimates, skew suites, embeddings and the model (signature, input example) to experiment `dailymix-ranker`; registers a new version with lineage tags | MLflow run + model version |
+| `promote` | evaluates the current champion on the same exploration logs; alias `champion` moves to the new version unless its SNIPS estimate is worse by more than `promotion.snips_tolerance`, else alias `challenger` (too few exploration events: holdout AUC decides, and the reason says so) | alias, tags `dailymix.promotion(_reason)`, asset `dailymix_ranker` |
 
 **Inputs**: the raw event log (`raw/events/`, last `training.window_days`), the Feast offline snapshots, the catalog. **Outputs**: a registered `dailymix-ranker` version, alias `champion`, asset `dailymix_ranker` (triggers `dailymix_index`).
 
-**Runbook.** *Promotion rejected*: the version is registered and tagged `dailymix.promotion` with both AUCs;
-the champion keeps serving. *Roll back*: `mlflow` UI → Models → `dailymix-ranker` → set alias `champion` on
-the previous version, then trigger `dailymix_index` (its index is reused if it exists: same content hash).
+**Runbook.** *Promotion rejected*: the version is registered with alias `challenger` and tagged
+`dailymix.promotion=rejected` and `dailymix.promotion_reason` (both SNIPS estimates with intervals); the
+champion keeps serving. *Roll back*: `dailymix rollback --version V` (or MLflow UI → Models →
+`dailymix-ranker` → version V → add alias `champion`), then trigger `dailymix_index` (its index is reused if
+it exists: same content hash).
 """
 
 from __future__ import annotations

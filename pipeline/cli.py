@@ -72,7 +72,9 @@ def cmd_mixes(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     count = len(payload["mixes"])
-    print(f"user {payload['user_id']} — {payload['date']} — {count} mix{'' if count == 1 else 'es'}")
+    lineage = payload["mixes"][0]["lineage"] if payload["mixes"] else {}
+    model = f" — model {_settings(args).model_name} v{lineage['model_version']}" if lineage else ""
+    print(f"user {payload['user_id']} — {payload['date']} — {count} mix{'' if count == 1 else 'es'}{model}")
     for mix in payload["mixes"]:
         tracks = mix["tracks"]
         discoveries = sum(t["discovery"] for t in tracks)
@@ -81,7 +83,6 @@ def cmd_mixes(args: argparse.Namespace) -> int:
             flag = "new" if t["discovery"] else "   "
             print(f"    {t['position']:>2}. track {t['track_id']:>7}  artist {t['artist_id']:>5}  {t['genre']:<12} "
                   f"{t['mood']:<12} {flag} {t['policy']:<7} p={t['propensity']:.3f}")
-    lineage = payload["mixes"][0]["lineage"] if payload["mixes"] else {}
     print(f"\n  lineage: {lineage}")
     return 0
 
@@ -161,6 +162,31 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Point the `champion` alias back at an earlier model version (the next nightly run serves it)."""
+    from pipeline.registry import rollback
+
+    settings = _settings(args)
+    try:
+        before = rollback(settings, args.version)
+    except LookupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{settings.model_name}: champion {before or 'none'} -> {args.version}")
+    return 0
+
+
+def cmd_ope_experiment(args: argparse.Namespace) -> int:
+    """Seeded synthetic experiment: IPS vs unweighted ranker, and IPS/SNIPS/DR errors against the truth."""
+    from pipeline.ope_experiment import run, summary
+
+    results = run(list(range(args.first_seed, args.first_seed + args.seeds)))
+    print(summary(results))
+    if args.csv:
+        results.to_csv(args.csv, index=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -224,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help=cmd_config.__doc__)
     config.add_argument("--markdown", action="store_true", help="every setting as Markdown (docs/configuration.md)")
     config.set_defaults(func=cmd_config)
+
+    rollback = sub.add_parser("rollback", help=cmd_rollback.__doc__)
+    rollback.add_argument("--version", required=True, help="the registered model version to serve again")
+    rollback.set_defaults(func=cmd_rollback)
+
+    experiment = sub.add_parser("ope-experiment", help=cmd_ope_experiment.__doc__)
+    experiment.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    experiment.add_argument("--first-seed", type=int, default=1)
+    experiment.add_argument("--csv", help="also write the per-seed results to this CSV file")
+    experiment.set_defaults(func=cmd_ope_experiment)
     return parser
 
 

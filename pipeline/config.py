@@ -88,6 +88,24 @@ class TrainingConfig(_Config):
     max_leaf_nodes: int = Field(31, ge=2, description="Leaves per tree.")
     propensity_clip: float = Field(20.0, ge=1, description="Cap on inverse-propensity weights.")
     holdout_days: int = Field(2, ge=0, description="Last days of the window held out for evaluation.")
+    use_ips: bool = Field(
+        True, description="Weight mix-driven rows by clipped, self-normalised 1/propensity; False trains unweighted "
+        "(kept for comparison).")
+
+
+class PromotionConfig(_Config):
+    """Off-policy evaluation of champion and challenger, and the gate between them."""
+
+    snips_tolerance: float = Field(
+        0.005, ge=0, le=1, description="The challenger becomes champion unless its SNIPS completion estimate is "
+        "below the champion's by more than this (absolute).")
+    target_temperature: float = Field(
+        1.0, gt=0, description="Temperature of the evaluated policy: exploration tilted by exp(logit(score) / T) "
+        "(small: near-greedy among the explored tracks, large: the exploration policy itself).")
+    bootstrap_samples: int = Field(500, ge=10, description="Bootstrap resamples for the OPE confidence intervals.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap confidence intervals.")
+    min_exploration_events: int = Field(
+        200, ge=1, description="Fewer held-out exploration events than this: no OPE, the gate falls back to AUC.")
 
 
 class SkewConfig(_Config):
@@ -153,11 +171,12 @@ class Settings(_Config):
     max_bad_row_share: float = Field(0.01, ge=0, le=1, description="Ingest fails above this quarantined share.")
     mlflow_tracking_uri: str = Field("", description="MLflow tracking URI; default: SQLite under home.")
     model_name: str = Field("dailymix-ranker", description="Registered model name in MLflow.")
-    experiment_name: str = Field("dailymix", description="MLflow experiment.")
+    experiment_name: str = Field("dailymix-ranker", description="MLflow experiment.")
     world: WorldConfig = WorldConfig()
     rerank: RerankConfig = RerankConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     training: TrainingConfig = TrainingConfig()
+    promotion: PromotionConfig = PromotionConfig()
     skew: SkewConfig = SkewConfig()
     api: ApiConfig = ApiConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()

@@ -175,13 +175,14 @@ def ingest_file(
     day_bounds(day)  # a malformed day must not become a directory name
     raw_part = layout.raw_events(day) / f"{source.stem}.parquet"
     quarantine_part = layout.quarantine(day) / f"{source.stem}.parquet"
+    exploration_part = layout.exploration(day) / f"{source.stem}.parquet"
     if contract_root is not None:
         _check_catalog_contract(catalog, source, day, contract_root)
     try:
         frame = read_events_file(source)
         frame = _check_columns(frame, source)
     except IngestError:
-        _remove(raw_part, quarantine_part)  # the previous result of this source is stale now
+        _remove(raw_part, quarantine_part, exploration_part)  # the previous result of this source is stale now
         raise
     durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
     accepted, reasons = validate_events(
@@ -207,15 +208,29 @@ def ingest_file(
     )
     share = report.quarantined / report.rows_read if report.rows_read else 0.0
     if share > max_bad_row_share:
-        _remove(raw_part)
+        _remove(raw_part, exploration_part)
         refused = replace(report, raw_path=None)
         raise IngestError(_threshold_message(refused, share, max_bad_row_share, stats), refused)
     if contract_root is not None and (broken := _events_contract_problem(accepted, report, durations, as_of,
                                                                          contract_root)):
-        _remove(raw_part)
+        _remove(raw_part, exploration_part)
         raise IngestError(broken, replace(report, raw_path=None))
     _write_atomic(accepted.reset_index(drop=True), raw_part)
+    write_exploration(accepted, exploration_part)
     return report
+
+
+def write_exploration(accepted: pd.DataFrame, target: Path) -> Path | None:
+    """The explore-policy rows of an accepted part, stored apart (same stem) for off-policy evaluation.
+
+    A part without exploration rows removes a stale one, so re-ingesting a file keeps the two partitions in step.
+    """
+    explore = accepted.loc[(accepted[s.POLICY] == s.POLICY_EXPLORE).fillna(False).to_numpy(dtype=bool)]
+    if explore.empty:
+        _remove(target)
+        return None
+    _write_atomic(explore.reset_index(drop=True), target)
+    return target
 
 
 def _check_columns(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
@@ -335,7 +350,15 @@ def _empty_events() -> pd.DataFrame:
 
 def read_raw_events(layout: Layout, days: list[str]) -> pd.DataFrame:
     """All raw parts of `days` as one frame with EVENT_DTYPES, sorted by (ts, user_id, track_id)."""
-    parts = [p for day in days for p in sorted(layout.raw_events(day).glob("*.parquet"))]
+    return _read_parts([p for day in days for p in sorted(layout.raw_events(day).glob("*.parquet"))])
+
+
+def read_exploration_events(layout: Layout, days: list[str]) -> pd.DataFrame:
+    """The exploration partition of `days` (explore-policy events only), like read_raw_events."""
+    return _read_parts([p for day in days for p in sorted(layout.exploration(day).glob("*.parquet"))])
+
+
+def _read_parts(parts: list[Path]) -> pd.DataFrame:
     frames = [pd.read_parquet(p, columns=list(s.EVENT_COLUMNS)) for p in parts]
     frames = [f for f in frames if len(f)]
     if not frames:

@@ -34,6 +34,10 @@ class Layout:
     def raw_events(self, day: str) -> Path:
         return self.home / "raw" / "events" / f"date={day}"
 
+    def exploration(self, day: str) -> Path:
+        """Explore-policy events of a day, kept apart for off-policy evaluation and unbiased training."""
+        return self.home / "raw" / "exploration" / f"date={day}"
+
     def quarantine(self, day: str) -> Path:
         return self.home / "quarantine" / "events" / f"date={day}"
 

@@ -117,3 +117,22 @@ def evaluate(model, data: TrainingSet) -> dict[str, float]:
         "holdout_rows": float(len(data.label)),
         "holdout_positive_rate": float(data.label.mean()),
     }
+
+
+def ndcg_at_k(label: np.ndarray, score: np.ndarray, group: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over groups (a user's plays of one day) with at least one positive; ties broken by row order."""
+    frame = pd.DataFrame({"label": np.asarray(label, dtype="float64"), "score": score, "group": group})
+    frame = frame.loc[frame.groupby("group")["label"].transform("max") > 0]
+    if frame.empty:
+        return float("nan")
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+
+    def dcg(values: pd.Series) -> float:
+        top = values.to_numpy()[:k]
+        return float(top @ discount[: len(top)])
+
+    by_score = frame.sort_values(["group", "score"], ascending=[True, False], kind="mergesort")
+    by_label = frame.sort_values(["group", "label"], ascending=[True, False], kind="mergesort")
+    gained = by_score.groupby("group", sort=True)["label"].apply(dcg)
+    ideal = by_label.groupby("group", sort=True)["label"].apply(dcg)
+    return float((gained / ideal).mean())

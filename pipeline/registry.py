@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # a registered version the gate did not promote
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,39 @@ def require_champion(settings: Settings) -> ModelRef:
 
 def promote(settings: Settings, version: str) -> None:
     client(settings).set_registered_model_alias(settings.model_name, CHAMPION, version)
+
+
+def set_alias(settings: Settings, version: str, alias: str) -> None:
+    client(settings).set_registered_model_alias(settings.model_name, alias, version)
+
+
+def rollback(settings: Settings, version: str) -> str | None:
+    """Point `champion` at an existing version (e.g. the previous one); returns the version it pointed at before.
+
+    Raises LookupError for a version that does not exist, so a typo cannot leave serving without a model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        mlflow_client.get_model_version(settings.model_name, str(version))
+    except MlflowException as error:
+        raise LookupError(f"{settings.model_name} has no version {version}") from error
+    before = champion(settings)
+    mlflow_client.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
+    mlflow_client.set_model_version_tag(settings.model_name, str(version), "dailymix.rollback_from",
+                                        before.version if before else "none")
+    log.info("alias %s of %s: version %s -> %s", CHAMPION, settings.model_name, before and before.version, version)
+    return before.version if before else None
+
+
+def log_run_metrics(settings: Settings, run_id: str, metrics: dict[str, float]) -> None:
+    """Add metrics to a finished run (the promotion step's view of the champion, beside the challenger's own)."""
+    from mlflow.entities import Metric
+
+    mlflow_client = client(settings)
+    stamp = int(time.time() * 1000)  # MLflow's own clock for log entries; no data depends on it
+    mlflow_client.log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in metrics.items()])
 
 
 def load_model(settings: Settings, ref: ModelRef):

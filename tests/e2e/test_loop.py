@@ -91,6 +91,50 @@ def test_champion_is_registered_and_learned_the_skip_signal(loop: Settings, day:
     assert client(loop).get_registered_model(loop.model_name).aliases == {"champion": int(ref.version)}
 
 
+def test_retrain_run_has_its_metrics_artifacts_and_lineage_in_mlflow(loop: Settings, day: str) -> None:
+    """`airflow dags test dailymix_retrain` logged what a reviewer opens, read back through the MLflow client."""
+    import mlflow
+
+    from pipeline.registry import champion, client
+    from pipeline.retrain import CALIBRATION_PLOT, CHAMPION_TAG, IMPORTANCE_PLOT, OPE_ARTIFACT, REASON_TAG
+    from pipeline.skew import SUITES_DIR
+
+    ref = champion(loop)
+    mlflow_client = client(loop)
+    run = mlflow_client.get_run(ref.run_id)
+    assert mlflow_client.get_experiment(run.info.experiment_id).name == "dailymix-ranker"
+    for metric in ("holdout_auc", "holdout_log_loss", "holdout_ndcg_at_10", "train_rows", "ope_exploration_events"):
+        assert metric in run.data.metrics, metric
+    assert 0 < run.data.metrics["holdout_ndcg_at_10"] <= 1
+    assert run.data.params["use_ips"] == "True" and run.data.params["promotion_snips_tolerance"] == "0.005"
+    paths = {a.path for folder in ("plots", "ope", SUITES_DIR)
+             for a in mlflow_client.list_artifacts(ref.run_id, folder)}
+    assert {IMPORTANCE_PLOT, CALIBRATION_PLOT, OPE_ARTIFACT} <= paths
+    assert any(p.startswith(f"{SUITES_DIR}/") for p in paths)
+    # The tiny world has no mix feedback yet (organic history only): OPE reports 0 events rather than guessing.
+    ope = mlflow.artifacts.load_dict(f"runs:/{ref.run_id}/{OPE_ARTIFACT}")
+    assert ope["events"] == run.data.metrics["ope_exploration_events"] == 0 and ope["estimates"] == {}
+    version = mlflow_client.get_model_version(loop.model_name, ref.version)
+    assert version.tags[CHAMPION_TAG] == "promoted" and version.tags[REASON_TAG] == "no champion yet"
+    days = history_days(TINY_WORLD)
+    assert version.tags["dailymix.training_end"] == day and version.tags["dailymix.training_start"] == days[0]
+    assert int(version.tags["dailymix.training_rows"]) == run.data.metrics["train_rows"] + run.data.metrics[
+        "holdout_rows"]
+    manifest, _ = read_publication(loop, day)
+    assert version.tags["dailymix.feature_version"] == manifest["lineage"]["feature_version"]
+    info = mlflow.models.get_model_info(ref.uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(loop.home), "mixes",
+                            str(manifest_user(loop, day))], capture_output=True, text=True, check=True).stdout
+    assert f"model {loop.model_name} v{ref.version}" in shown.splitlines()[0]
+
+
+def manifest_user(loop: Settings, day: str) -> int:
+    _, slots = read_publication(loop, day)
+    return int(slots[s.USER_ID].iloc[0])
+
+
 def test_index_recall_was_measured_and_recorded(loop: Settings) -> None:
     from pipeline.indexing import index_for_model
     from pipeline.registry import champion

@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 
 from pipeline import schema as s
-from pipeline.ingest import IngestError, IngestReport, ingest_file, read_events_file, read_raw_events
+from pipeline.ingest import (
+    IngestError,
+    IngestReport,
+    ingest_file,
+    read_events_file,
+    read_exploration_events,
+    read_raw_events,
+)
 from pipeline.paths import Layout
 from validation.events import RULE_NAMES, RULES, validate_events
 
@@ -315,6 +322,33 @@ def test_above_threshold_refuses_batch_and_removes_previous_part(
     assert err.value.report.raw_path is None
     assert err.value.report.accepted + err.value.report.quarantined == err.value.report.rows_read
     assert path.read_bytes() == before
+
+
+def test_exploration_events_are_kept_in_their_own_partition(
+    tmp_path: Path, layout: Layout, catalog: pd.DataFrame
+) -> None:
+    rows = good_rows()
+    ingest_file(events_file(tmp_path, "csv", rows), DAY, layout, catalog)
+    explore = read_exploration_events(layout, [DAY])
+    expected = [r for r in rows if r[s.POLICY] == s.POLICY_EXPLORE]
+    assert len(expected) == N_ROWS // 4 and (layout.exploration(DAY) / "events.parquet").exists()
+    assert explore.dtypes.astype(str).to_dict() == s.EVENT_DTYPES
+    assert sorted(zip(explore[s.USER_ID], explore[s.TRACK_ID], strict=True)) == sorted(
+        (r[s.USER_ID], r[s.TRACK_ID]) for r in expected)
+    assert (explore[s.POLICY] == s.POLICY_EXPLORE).all() and (explore[s.PROPENSITY] == 0.25).all()
+    raw = read_raw_events(layout, [DAY])
+    assert len(raw) == N_ROWS  # the raw log keeps every row; the partition is a copy of its explore rows
+
+    # Re-ingesting the file without exploration rows leaves no stale partition; a refused batch removes it too.
+    ingest_file(events_file(tmp_path, "csv", [r for r in rows if r[s.POLICY] != s.POLICY_EXPLORE]), DAY, layout,
+                catalog)
+    assert read_exploration_events(layout, [DAY]).empty
+    ingest_file(events_file(tmp_path, "csv", rows), DAY, layout, catalog)
+    broken = good_rows()
+    put(track_id={12: 9999, 90: 9998, 91: 9997})(broken)
+    with pytest.raises(IngestError):
+        ingest_file(events_file(tmp_path, "csv", broken), DAY, layout, catalog)
+    assert read_exploration_events(layout, [DAY]).empty
 
 
 def test_exactly_at_threshold_is_accepted(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
