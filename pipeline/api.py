@@ -29,7 +29,7 @@ from pipeline import feature_store as fs
 from pipeline import schema as s
 from pipeline.config import Settings
 from pipeline.features import last_interactions, vocabulary
-from pipeline.ingest import TEXT, write_quarantine
+from pipeline.ingest import TEXT, write_exploration, write_quarantine
 from pipeline.io import atomic_write_parquet
 from pipeline.paths import Layout
 from pipeline.publish import latest_date, user_mixes
@@ -162,6 +162,7 @@ class Service:
         write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
         if len(good):
             atomic_write_parquet(good.reset_index(drop=True), raw_part)  # durable before anything is acknowledged
+            write_exploration(good, self.layout.exploration(day) / name)  # kept apart for off-policy evaluation
             self.stored_keys.record(raw_part, good)
         return good, why
 

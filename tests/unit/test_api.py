@@ -14,7 +14,7 @@ from pipeline import cli
 from pipeline import schema as s
 from pipeline.api import create_app
 from pipeline.config import ApiConfig, Settings, WorldConfig
-from pipeline.ingest import read_raw_events
+from pipeline.ingest import read_exploration_events, read_raw_events
 from pipeline.paths import Layout
 from pipeline.publish import date_dir, publish, user_mixes
 from pipeline.world import generate_world, write_world
@@ -132,6 +132,17 @@ def test_good_batch_is_accepted_and_lands_in_the_raw_log(client: TestClient, roo
     again = client.post("/v1/events", headers=AUTH, json={"events": batch})  # a retry rewrites its own part
     assert again.status_code == 202
     assert len(read_raw_events(Layout(root.home), [DAY]).query("user_id == 4")) == 2
+
+
+def test_explore_events_also_reach_the_exploration_partition(client: TestClient, root: Settings) -> None:
+    slot = {"mix_id": f"{DAY}:6:0", "position": 5, "propensity": 0.02}
+    batch = [event(6, 20, f"{DAY}T09:00:00Z", policy="explore", **slot),
+             event(6, 21, f"{DAY}T09:04:00Z", policy="exploit", **{**slot, "position": 6, "propensity": 1.0})]
+    response = client.post("/v1/events", headers=AUTH, json={"events": batch})
+    assert response.status_code == 202
+    explored = read_exploration_events(Layout(root.home), [DAY]).query("user_id == 6")
+    assert explored[s.TRACK_ID].tolist() == [20] and explored[s.PROPENSITY].tolist() == [0.02]
+    assert read_raw_events(Layout(root.home), [DAY]).query("user_id == 6")[s.TRACK_ID].tolist() == [20, 21]
 
 
 def test_bad_rows_get_422_with_reasons_while_good_rows_are_kept(client: TestClient, root: Settings) -> None:
