@@ -1,7 +1,8 @@
 """Settings: where state lives and the knobs of each stage.
 
 Every field has a default that runs on one laptop; environment variables override the
-data root (`DAILYMIX_HOME`) and the MLflow tracking URI (`MLFLOW_TRACKING_URI`).
+data root (`DAILYMIX_HOME`), the MLflow tracking URI (`MLFLOW_TRACKING_URI`) and the published-mix database
+(`DAILYMIX_PUBLISH_DB_URL`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,21 @@ class ApiConfig(_Config):
     max_batch_rows: int = Field(1000, ge=1, description="Most events in one POST /v1/events batch; more gets 413.")
 
 
+class ScaleOutConfig(_Config):
+    """Backends and sizes of the scaled-out deployment. Every empty value keeps the embedded default, so scaling
+    out is configuration: the same code chooses a backend from these fields (env overrides in `load_settings`)."""
+
+    publish_database_url: str = Field(
+        "", description="SQLAlchemy URL of the Postgres database that holds published mixes (e.g. "
+        "'postgresql+psycopg2://user@host:5432/dailymix'); empty: content-addressed Parquet files under "
+        "home/published. Env: DAILYMIX_PUBLISH_DB_URL.")
+    publish_batch_rows: int = Field(
+        50_000, ge=1, description="Rows per COPY batch when publishing to Postgres (all batches in one transaction).")
+    worker_concurrency: int = Field(
+        2, ge=1, le=256, description="Task slots per Celery worker (Airflow [celery] worker_concurrency); one nightly "
+        "shard runs per slot, so size it to the worker's cores. Exported to Airflow by `pipeline.demo.airflow_env`.")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -121,6 +137,7 @@ class Settings(_Config):
     training: TrainingConfig = TrainingConfig()
     skew: SkewConfig = SkewConfig()
     api: ApiConfig = ApiConfig()
+    scale_out: ScaleOutConfig = ScaleOutConfig()
 
     @property
     def tracking_uri(self) -> str:
@@ -145,6 +162,9 @@ def load_settings(home: Path | str | None = None) -> Settings:
         settings = Settings(home=root)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         settings = settings.model_copy(update={"mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"]})
+    if url := os.environ.get("DAILYMIX_PUBLISH_DB_URL"):
+        scale_out = settings.scale_out.model_copy(update={"publish_database_url": url})
+        settings = settings.model_copy(update={"scale_out": scale_out})
     return settings
 
 
