@@ -1,8 +1,8 @@
 """Settings: where state lives and the knobs of each stage.
 
 Every field has a default that runs on one laptop; environment variables override the
-data root (`DAILYMIX_HOME`), the MLflow tracking URI (`MLFLOW_TRACKING_URI`) and the published-mix database
-(`DAILYMIX_PUBLISH_DB_URL`).
+data root (`DAILYMIX_HOME`), the MLflow tracking URI (`MLFLOW_TRACKING_URI`) and the scale-out
+backends (`SCALE_OUT_ENV`).
 """
 
 from __future__ import annotations
@@ -116,6 +116,11 @@ class ScaleOutConfig(_Config):
         "home/published. Env: DAILYMIX_PUBLISH_DB_URL.")
     publish_batch_rows: int = Field(
         50_000, ge=1, description="Rows per COPY batch when publishing to Postgres (all batches in one transaction).")
+    mlflow_artifact_root: str = Field(
+        "", description="Where a new MLflow experiment stores models: any URI MLflow writes to, e.g. "
+        "'s3://bucket/mlflow' or 'mlflow-artifacts:/' (proxied by the tracking server, so workers need no "
+        "object-store credentials); every worker must reach it. Empty: home/mlruns/artifacts. "
+        "Env: DAILYMIX_MLFLOW_ARTIFACT_ROOT.")
     worker_concurrency: int = Field(
         2, ge=1, le=256, description="Task slots per Celery worker (Airflow [celery] worker_concurrency); one nightly "
         "shard runs per slot, so size it to the worker's cores. Exported to Airflow by `pipeline.demo.airflow_env`.")
@@ -145,11 +150,16 @@ class Settings(_Config):
 
     @property
     def artifact_root(self) -> str:
-        return str(self.home / "mlruns" / "artifacts")
+        return self.scale_out.mlflow_artifact_root or str(self.home / "mlruns" / "artifacts")
 
 
 def default_home() -> Path:
     return Path(os.environ.get("DAILYMIX_HOME") or PROJECT_ROOT / ".dailymix").resolve()
+
+
+# Environment variables that override `scale_out` fields (a deployment sets them; settings.json stays shared).
+SCALE_OUT_ENV = {"DAILYMIX_PUBLISH_DB_URL": "publish_database_url",
+                 "DAILYMIX_MLFLOW_ARTIFACT_ROOT": "mlflow_artifact_root"}
 
 
 def load_settings(home: Path | str | None = None) -> Settings:
@@ -162,9 +172,9 @@ def load_settings(home: Path | str | None = None) -> Settings:
         settings = Settings(home=root)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         settings = settings.model_copy(update={"mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"]})
-    if url := os.environ.get("DAILYMIX_PUBLISH_DB_URL"):
-        scale_out = settings.scale_out.model_copy(update={"publish_database_url": url})
-        settings = settings.model_copy(update={"scale_out": scale_out})
+    overrides = {field: os.environ[env] for env, field in SCALE_OUT_ENV.items() if os.environ.get(env)}
+    if overrides:
+        settings = settings.model_copy(update={"scale_out": settings.scale_out.model_copy(update=overrides)})
     return settings
 
 
