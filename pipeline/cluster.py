@@ -52,7 +52,7 @@ def celery_env(home: Path, metadata_url: str, broker_url: str, api_port: int, se
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url.replace("+psycopg2", ""),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,  # keeps +psycopg2: SQLAlchemy 2.1 means psycopg 3
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.scale_out.worker_concurrency),
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
