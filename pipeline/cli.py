@@ -187,6 +187,20 @@ def cmd_ope_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply pending migrations to the published-mix database (settings.scale_out.publish_database_url)."""
+    from pipeline.publish_db import schema_version, upgrade
+
+    url = args.url or _settings(args).scale_out.publish_database_url
+    if not url:
+        print("error: no database configured: set DAILYMIX_PUBLISH_DB_URL, scale_out.publish_database_url in "
+              "settings.json, or pass --url (the default file store needs no migration)", file=sys.stderr)
+        return 2
+    applied = upgrade(url)
+    print(f"schema version {schema_version(url)}" + (f" (applied {applied})" if applied else " (up to date)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -260,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--first-seed", type=int, default=1)
     experiment.add_argument("--csv", help="also write the per-seed results to this CSV file")
     experiment.set_defaults(func=cmd_ope_experiment)
+
+    db = sub.add_parser("db", help="the published-mix database").add_subparsers(dest="db_command", required=True)
+    db_upgrade = db.add_parser("upgrade", help=cmd_db_upgrade.__doc__)
+    db_upgrade.add_argument("--url", help="SQLAlchemy URL (default: the configured publish database)")
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
     return parser
 
 

@@ -1,8 +1,8 @@
 """Settings: where state lives and the knobs of each stage.
 
 Every field has a default that runs on one laptop; environment variables override the
-data root (`DAILYMIX_HOME`), the MLflow tracking URI (`MLFLOW_TRACKING_URI`) and the online
-store (`DAILYMIX_ONLINE_STORE`, `DAILYMIX_REDIS_URL`).
+data root (`DAILYMIX_HOME`), the MLflow tracking URI (`MLFLOW_TRACKING_URI`) and the backends
+a scaled-out deployment chooses (`ENV_OVERRIDES`).
 """
 
 from __future__ import annotations
@@ -162,6 +162,26 @@ class UiConfig(_Config):
                              "origin (it is served by the Airflow API server).")
 
 
+class ScaleOutConfig(_Config):
+    """Backends and sizes of the scaled-out deployment. Every empty value keeps the embedded default, so scaling
+    out is configuration: the same code chooses a backend from these fields (env overrides in `load_settings`)."""
+
+    publish_database_url: str = Field(
+        "", description="SQLAlchemy URL of the Postgres database that holds published mixes (e.g. "
+        "'postgresql+psycopg2://user@host:5432/dailymix'); empty: content-addressed Parquet files under "
+        "home/published. Env: DAILYMIX_PUBLISH_DB_URL.")
+    publish_batch_rows: int = Field(
+        50_000, ge=1, description="Rows per COPY batch when publishing to Postgres (all batches in one transaction).")
+    mlflow_artifact_root: str = Field(
+        "", description="Where a new MLflow experiment stores models: any URI MLflow writes to, e.g. "
+        "'s3://bucket/mlflow' or 'mlflow-artifacts:/' (proxied by the tracking server, so workers need no "
+        "object-store credentials); every worker must reach it. Empty: home/mlruns/artifacts. "
+        "Env: DAILYMIX_MLFLOW_ARTIFACT_ROOT.")
+    worker_concurrency: int = Field(
+        2, ge=1, le=256, description="Task slots per Celery worker (Airflow [celery] worker_concurrency); one nightly "
+        "shard runs per slot, so size it to the worker's cores. Exported to Airflow by `pipeline.demo.airflow_env`.")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -181,6 +201,7 @@ class Settings(_Config):
     api: ApiConfig = ApiConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     ui: UiConfig = UiConfig()
+    scale_out: ScaleOutConfig = ScaleOutConfig()
 
     @property
     def tracking_uri(self) -> str:
@@ -188,11 +209,20 @@ class Settings(_Config):
 
     @property
     def artifact_root(self) -> str:
-        return str(self.home / "mlruns" / "artifacts")
+        return self.scale_out.mlflow_artifact_root or str(self.home / "mlruns" / "artifacts")
 
 
 def default_home() -> Path:
     return Path(os.environ.get("DAILYMIX_HOME") or PROJECT_ROOT / ".dailymix").resolve()
+
+
+# Environment variables that override one setting each: the backends a deployment chooses without a code change.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "DAILYMIX_ONLINE_STORE": ("feature_store", "online_store"),
+    "DAILYMIX_REDIS_URL": ("feature_store", "redis_url"),
+    "DAILYMIX_PUBLISH_DB_URL": ("scale_out", "publish_database_url"),
+    "DAILYMIX_MLFLOW_ARTIFACT_ROOT": ("scale_out", "mlflow_artifact_root"),
+}
 
 
 def load_settings(home: Path | str | None = None) -> Settings:
@@ -205,17 +235,17 @@ def load_settings(home: Path | str | None = None) -> Settings:
         settings = Settings(home=root)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         settings = settings.model_copy(update={"mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"]})
-    return with_feature_store_env(settings)
+    return with_env_overrides(settings)
 
 
-def with_feature_store_env(settings: Settings) -> Settings:
-    """Apply DAILYMIX_ONLINE_STORE / DAILYMIX_REDIS_URL over the saved settings (validated like any setting)."""
-    names = {"online_store": "DAILYMIX_ONLINE_STORE", "redis_url": "DAILYMIX_REDIS_URL"}
-    overrides = {field: os.environ[name] for field, name in names.items() if os.environ.get(name)}
-    if not overrides:
-        return settings
-    store = FeatureStoreConfig.model_validate({**settings.feature_store.model_dump(), **overrides})
-    return settings.model_copy(update={"feature_store": store})
+def with_env_overrides(settings: Settings) -> Settings:
+    """Apply the `ENV_OVERRIDES` that are set over the saved settings, validated like any setting."""
+    for env, (section, field) in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            current = getattr(settings, section)
+            updated = type(current).model_validate({**current.model_dump(), field: os.environ[env]})
+            settings = settings.model_copy(update={section: updated})
+    return settings
 
 
 def save_settings(settings: Settings) -> Path:

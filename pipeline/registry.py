@@ -35,10 +35,17 @@ def client(settings: Settings):
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     if mlflow.get_experiment_by_name(settings.experiment_name) is None:
-        Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
-        mlflow.create_experiment(settings.experiment_name, artifact_location=Path(settings.artifact_root).as_uri())
+        mlflow.create_experiment(settings.experiment_name, artifact_location=_artifact_location(settings.artifact_root))
     mlflow.set_experiment(settings.experiment_name)
     return mlflow.MlflowClient()
+
+
+def _artifact_location(root: str) -> str:
+    """A URI as given (s3://, mlflow-artifacts:/, ...); a local path created and made a file:// URI."""
+    if "://" in root or root.startswith("mlflow-artifacts:"):
+        return root
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return Path(root).as_uri()
 
 
 def champion(settings: Settings) -> ModelRef | None:
