@@ -8,7 +8,10 @@ so they can run anywhere and be rerun at will.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,24 @@ from pipeline.world import read_world
 
 log = logging.getLogger(__name__)
 EXPLORE_POOL_PER_GENRE = 50  # most-played never-heard tracks per under-explored genre
+STAGES = ("taste_clusters", "retrieval", "feature_gathering", "scoring", "reranking", "publishing")
+
+
+@dataclass
+class StageClock:
+    """CPU and wall seconds spent in each nightly stage; the benchmark reads them, production ignores them."""
+
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    wall: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.cpu[name] += time.process_time() - cpu
+            self.wall[name] += time.perf_counter() - wall
 
 
 def plan(settings: Settings, day: str) -> str:
@@ -92,13 +113,24 @@ def score_shard(settings: Settings, plan_path: str, shard: int) -> str:
     night = read_json(Path(plan_path))
     users = night["shards"][shard]
     context = _load_context(settings, night, users)
-    rows = [_user_mixes(context, user, night) for user in users]
-    slots = pd.concat([r for r in rows if not r.empty] or [_empty_slots()], ignore_index=True)
+    slots = shard_slots(context, users, night)
     path = Layout(settings.home).nightly(night["date"]) / f"shard-{shard:04d}.parquet"
-    atomic_write_parquet(slots, path)
+    write_shard(slots, path)
     log.info("shard %d: %d users, %d mixes, %d slots", shard, len(users),
              slots[[s.USER_ID, s.MIX_INDEX]].drop_duplicates().shape[0], len(slots))
     return str(path)
+
+
+def shard_slots(ctx: ShardContext, users: list[int], night: dict, clock: StageClock | None = None) -> pd.DataFrame:
+    """The published slots of `users`: the per-user work of a shard (the benchmark measures this call)."""
+    clock = clock or StageClock()
+    rows = [_user_mixes(ctx, user, night, clock) for user in users]
+    with clock.stage("reranking"):
+        return pd.concat([r for r in rows if not r.empty] or [_empty_slots()], ignore_index=True)
+
+
+def write_shard(slots: pd.DataFrame, path: Path) -> Path:
+    return atomic_write_parquet(slots, path)
 
 
 def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardContext:
@@ -118,14 +150,25 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
                         user_features, track_features)
 
 
-def _user_mixes(ctx: ShardContext, user: int, night: dict) -> pd.DataFrame:
-    config = ctx.settings.rerank
-    history = ctx.history_by_user.get(user, ctx.history.iloc[0:0])
-    clusters = _clusters(ctx, history, user)
+def _user_mixes(ctx: ShardContext, user: int, night: dict, clock: StageClock) -> pd.DataFrame:
+    with clock.stage("taste_clusters"):
+        history = ctx.history_by_user.get(user, ctx.history.iloc[0:0])
+        clusters = _clusters(ctx, history, user)
     if not clusters:
         return _empty_slots()
-    candidates = _candidates(ctx, clusters, history)
-    candidates[s.SCORE] = _score(ctx, user, candidates)
+    with clock.stage("retrieval"):
+        candidates = _candidates(ctx, clusters, history)
+    with clock.stage("feature_gathering"):
+        features = _features(ctx, user, candidates)
+    with clock.stage("scoring"):
+        candidates[s.SCORE] = ctx.model.predict_proba(features)[:, 1]
+    with clock.stage("reranking"):
+        return _rerank(ctx, user, night, clusters, candidates, history)
+
+
+def _rerank(ctx: ShardContext, user: int, night: dict, clusters: list[TasteCluster], candidates: pd.DataFrame,
+            history: pd.DataFrame) -> pd.DataFrame:
+    config = ctx.settings.rerank
     pool = _explore_pool(ctx, user, history)
     rng = np.random.default_rng([ctx.settings.seed, int(pd.Timestamp(ctx.day).strftime("%Y%m%d")), user])
     mixes = rerank_user(candidates, [c.title for c in clusters], pool, config, rng)
@@ -171,8 +214,8 @@ def _disliked(history: pd.DataFrame) -> set[int]:
     return set(per_track.index[(per_track["sum"] >= 2) & per_track["all"]].tolist())
 
 
-def _score(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> np.ndarray:
-    """One batched ranker call for all of a user's candidates."""
+def _features(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Ranker inputs of all of a user's candidates (one batched ranker call scores them)."""
     pairs = pd.DataFrame({
         s.USER_ID: user,
         s.TRACK_ID: candidates[s.TRACK_ID].to_numpy(),
@@ -180,8 +223,7 @@ def _score(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> np.ndarray
         USER_ROW: int(ctx.user_row.get(user, -1)),
         TRACK_ROW: ctx.track_row.reindex(candidates[s.TRACK_ID]).to_numpy(),
     })
-    features = pair_features(pairs, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day)
-    return ctx.model.predict_proba(features)[:, 1]
+    return pair_features(pairs, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day)
 
 
 def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.DataFrame:
