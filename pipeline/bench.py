@@ -187,22 +187,21 @@ def _night(config: BenchConfig) -> dict:
             "index_version": f"bench-{config.backend}", "feature_version": "bench"}
 
 
-def measure_shard(ctx, users: list[int], night: dict, out: Path, block: int, desc: str) -> dict[str, Any]:
-    """Run the shard code on `users` in progress-reporting chunks; stage times, users/s/core and peak RSS."""
-    from pipeline.nightly import StageClock, shard_slots, write_shard
+def measure_shard(ctx, users: list[int], night: dict, out: Path, desc: str) -> dict[str, Any]:
+    """Run the shard code on `users` as score_shard does (blocks streamed to a Parquet file); stage times,
+    CPU and wall seconds and the pass's peak RSS."""
+    from pipeline.nightly import StageClock, shard_blocks, write_shard
 
     clock = StageClock()
     peak_reset = reset_peak_rss()
     before, _ = rss_mb()
     cpu, wall = time.process_time(), time.perf_counter()
-    chunks = [users[i:i + block] for i in range(0, len(users), block)]
-    parts = [shard_slots(ctx, chunk, night, clock) for chunk in progress(chunks, desc=desc, lines=5)]
-    with clock.stage("publishing"):
-        slots = pd.concat(parts, ignore_index=True)
-        write_shard(slots, out)
+    n_blocks = -(-len(users) // ctx.settings.shard.block_users)
+    blocks = progress(shard_blocks(ctx, users, night, clock), total=n_blocks, desc=desc, lines=5)
+    mixes, slots = write_shard(blocks, out, clock)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     _, peak = rss_mb()
-    return {"users": len(users), "cpu_s": cpu, "wall_s": wall, "clock": clock, "slots": len(slots),
+    return {"users": len(users), "cpu_s": cpu, "wall_s": wall, "clock": clock, "slots": slots, "mixes": mixes,
             "rss_before_mb": round(before, 1), "peak_rss_mb": round(peak, 1), "peak_reset": peak_reset}
 
 
@@ -357,7 +356,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     for name, chosen in (("small", users[:small_u]), ("full", users[small_u:small_u + config.users])):
         ctx = _context(world, settings, index, model, chosen)
         path = home / "nightly" / f"shard-{name}.parquet"
-        passes[name] = measure_shard(ctx, chosen.tolist(), night, path, config.block_users, f"shard ({name} U)")
+        passes[name] = measure_shard(ctx, chosen.tolist(), night, path, f"shard ({name} U)")
         passes[name]["path"] = path
         del ctx
     published = publish_shards(settings, [passes["full"]["path"]], night)
@@ -387,7 +386,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     small_index = build_index(small, config.backend, config, cache, config.seed)
     growth_users = small.user_features[s.USER_ID].to_numpy()
     growth = measure_shard(_context(small, settings, small_index, model, growth_users), growth_users.tolist(),
-                           night, home / "nightly" / "shard-growth.parquet", config.block_users, "shard (growth)")
+                           night, home / "nightly" / "shard-growth.parquet", "shard (growth)")
     growth_ms = 1000 * growth["cpu_s"] / growth["users"]
     shard_ms = 1000 * passes["full"]["cpu_s"] / passes["full"]["users"]
 
@@ -419,7 +418,7 @@ def _cluster_queries(world, settings, index, model, users: np.ndarray) -> np.nda
 
     ctx = _context(world, settings, index, model, users)
     queries = [c.query for u in users.tolist()
-               for c in _clusters(ctx, ctx.history_by_user.get(u, ctx.history.iloc[0:0]), u)]
+               for c in _clusters(ctx, ctx.user_history(u), u)]
     return np.asarray(queries, dtype=np.float32)
 
 
@@ -430,7 +429,7 @@ def _sample_features(world, index, model, settings, users: np.ndarray) -> pd.Dat
     ctx = _context(world, settings, index, model, users)
     frames = []
     for user in users.tolist():
-        history = ctx.history_by_user.get(user, ctx.history.iloc[0:0])
+        history = ctx.user_history(user)
         frames.append(_features(ctx, user, _candidates(ctx, _clusters(ctx, history, user), history)))
     return pd.concat(frames, ignore_index=True)[list(FEATURE_COLUMNS)]
 

@@ -116,7 +116,6 @@ class BenchConfig(_Config):
     candidates: int = Field(1000, ge=1, description="k of recall@k and of the retrieval comparison.")
     plays_per_user: float = Field(120.0, gt=0, description="Mean history length (completed + skipped) per user.")
     train_rows: int = Field(60_000, ge=100, description="Synthetic rows the production-shaped ranker is trained on.")
-    block_users: int = Field(1000, ge=1, description="Users per progress line of the measured pass.")
     compare_users: int = Field(100, ge=1, description="Users whose taste-cluster queries the backends compare on.")
     compare_backends: bool = Field(True, description="Also build the other ANN backend for the comparison.")
     growth_users: int = Field(1000, ge=1, description="Users measured at tracks/10 for the catalog growth exponent.")
@@ -127,6 +126,18 @@ class BenchConfig(_Config):
     voyager_ef: int = Field(1000, ge=1, description="Voyager query depth.")
     cache: str = Field("", description="Directory to keep built indexes between runs (default: under the home).")
     single_scores: int = Field(500, ge=1, description="Candidates scored one call each vs one batched call.")
+
+
+class ShardConfig(_Config):
+    """How a nightly shard works through its users (throughput and memory, see README "Throughput")."""
+
+    block_users: int = Field(
+        256, ge=1, description="Users scored together: one feature build and one ranker call per block, and the "
+        "unit the shard file is streamed in (memory stays flat in the shard's size).")
+    rank_per_cluster: int = Field(
+        300, ge=1, description="Cheap first pass: never-played candidates per taste cluster that reach the ranker, "
+        "best retrieval score first (tracks the user has played always do). At least candidates_per_cluster "
+        "turns it off.")
 
 
 class Settings(_Config):
@@ -145,6 +156,7 @@ class Settings(_Config):
     training: TrainingConfig = TrainingConfig()
     skew: SkewConfig = SkewConfig()
     api: ApiConfig = ApiConfig()
+    shard: ShardConfig = ShardConfig()
 
     @property
     def tracking_uri(self) -> str:

@@ -104,14 +104,18 @@ def build_mix(index: int, title: str, exploit: pd.DataFrame, explore: pd.DataFra
               config: RerankConfig) -> MixPlan:
     """Interleave: exploration at evenly spread positions, exploitation in score order elsewhere."""
     length = len(exploit) + len(explore)
-    explore_at = explore_positions(len(explore), length) if len(explore) else []
-    order, exploit_rows, explore_rows = [], iter(range(len(exploit))), iter(range(len(explore)))
+    explore_at = set(explore_positions(len(explore), length)) if len(explore) else set()
+    # One concat and one take (row i of `both`: exploit rows, then explore rows), not a concat of single rows.
+    source, next_exploit, next_explore = [], 0, len(exploit)
     for position in range(length):
         if position in explore_at:
-            order.append(explore.iloc[[next(explore_rows)]])
+            source.append(next_explore)
+            next_explore += 1
         else:
-            order.append(exploit.iloc[[next(exploit_rows)]])
-    slots = pd.concat(order, ignore_index=True)
+            source.append(next_exploit)
+            next_exploit += 1
+    both = pd.concat([exploit, explore], ignore_index=True) if len(explore) else exploit.reset_index(drop=True)
+    slots = both.iloc[source].reset_index(drop=True)
     slots[s.MIX_INDEX] = index
     slots[s.POSITION] = np.arange(length)
     return MixPlan(index=index, title=title, slots=slots[SLOT_COLUMNS])
