@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DAILYMIX_HOME ?= $(CURDIR)/.dailymix
 
-.PHONY: install demo test lint up clean
+.PHONY: install demo test lint up clean bench
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(STAMP)
 
 up: $(STAMP)     ## Airflow UI on :8080 and MLflow UI on :5000, over the demo's data root
 	$(BIN)/python -m pipeline.ui $(DAILYMIX_HOME)
+
+bench: $(STAMP)  ## nightly throughput at 1M tracks, 20k users (the issue's sizes) → bench.json
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/dailymix bench --tracks 1000000 --users 20000 --json bench.json
 
 clean:
 	rm -rf $(VENV) .dailymix .pytest_cache .ruff_cache

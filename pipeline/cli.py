@@ -201,6 +201,23 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Nightly throughput benchmark: the real shard code on a seeded synthetic world, per stage and per core."""
+    from pipeline.bench import default_home, run_bench, summary, write_report
+    from pipeline.config import BenchConfig
+
+    overrides = {k: v for k, v in {"tracks": args.tracks, "users": args.users, "backend": args.backend,
+                                   "growth_users": args.growth_users, "compare_backends": not args.no_compare,
+                                   "cache": args.cache}.items() if v is not None}
+    config = BenchConfig.model_validate(overrides)
+    home = Path(args.home).resolve() if args.home else default_home()
+    result = run_bench(config, home, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json_out:
+        write_report(result, Path(args.json_out))
+    print(summary(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -279,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade = db.add_parser("upgrade", help=cmd_db_upgrade.__doc__)
     db_upgrade.add_argument("--url", help="SQLAlchemy URL (default: the configured publish database)")
     db_upgrade.set_defaults(func=cmd_db_upgrade)
+
+    bench = sub.add_parser("bench", help=cmd_bench.__doc__)
+    bench.add_argument("--tracks", type=int, help="catalog size (default 1,000,000)")
+    bench.add_argument("--users", type=int, help="users measured (default 20,000; a second pass runs a quarter)")
+    bench.add_argument("--backend", choices=["annoy", "voyager"], help="ANN backend of the shard path")
+    bench.add_argument("--growth-users", type=int, help="users measured at tracks/10 for the growth exponent")
+    bench.add_argument("--no-compare", action="store_true", help="skip building the other ANN backend")
+    bench.add_argument("--cache", help="keep built indexes here between runs")
+    bench.add_argument("--json", dest="json_out", help="write the full report to this JSON file")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -182,6 +182,41 @@ class ScaleOutConfig(_Config):
         "shard runs per slot, so size it to the worker's cores. Exported to Airflow by `pipeline.demo.airflow_env`.")
 
 
+class BenchConfig(_Config):
+    """`dailymix bench`: the synthetic world and the measurements of the nightly throughput benchmark."""
+
+    tracks: int = Field(1_000_000, ge=100, description="Catalog size of the synthetic world.")
+    users: int = Field(20_000, ge=1, description="Users measured through the shard code (a second pass runs U/4).")
+    dim: int = Field(64, ge=2, description="Embedding dimension.")
+    backend: Literal["annoy", "voyager"] = Field("annoy", description="ANN backend the shard path uses.")
+    seed: int = Field(7, description="Seed of the world, the ranker and the indexes.")
+    candidates: int = Field(1000, ge=1, description="k of recall@k and of the retrieval comparison.")
+    plays_per_user: float = Field(120.0, gt=0, description="Mean history length (completed + skipped) per user.")
+    train_rows: int = Field(60_000, ge=100, description="Synthetic rows the production-shaped ranker is trained on.")
+    compare_users: int = Field(100, ge=1, description="Users whose taste-cluster queries the backends compare on.")
+    compare_backends: bool = Field(True, description="Also build the other ANN backend for the comparison.")
+    growth_users: int = Field(1000, ge=1, description="Users measured at tracks/10 for the catalog growth exponent.")
+    annoy_trees: int = Field(16, ge=1, description="Annoy trees.")
+    annoy_search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees × k).")
+    voyager_m: int = Field(16, ge=2, description="Voyager graph degree.")
+    voyager_ef_construction: int = Field(100, ge=1, description="Voyager build-time depth.")
+    voyager_ef: int = Field(1000, ge=1, description="Voyager query depth.")
+    cache: str = Field("", description="Directory to keep built indexes between runs (default: under the home).")
+    single_scores: int = Field(500, ge=1, description="Candidates scored one call each vs one batched call.")
+
+
+class ShardConfig(_Config):
+    """How a nightly shard works through its users (throughput and memory, see README "Throughput")."""
+
+    block_users: int = Field(
+        256, ge=1, description="Users scored together: one feature build and one ranker call per block, and the "
+        "unit the shard file is streamed in (memory stays flat in the shard's size).")
+    rank_per_cluster: int = Field(
+        300, ge=1, description="Cheap first pass: never-played candidates per taste cluster that reach the ranker, "
+        "best retrieval score first (tracks the user has played always do). At least candidates_per_cluster "
+        "turns it off.")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -202,6 +237,7 @@ class Settings(_Config):
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
     ui: UiConfig = UiConfig()
     scale_out: ScaleOutConfig = ScaleOutConfig()
+    shard: ShardConfig = ShardConfig()
 
     @property
     def tracking_uri(self) -> str:

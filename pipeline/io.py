@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,34 @@ def _atomic(path: Path, write) -> Path:
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def atomic_write_parquet_blocks(frames: Iterable[pd.DataFrame], path: Path, empty: pd.DataFrame,
+                                writing: Callable[[], AbstractContextManager] = nullcontext) -> Path:
+    """Stream frames of one schema into one Parquet file (a row group each), atomically; `empty` if none.
+
+    Only one frame is held at a time, so memory does not grow with the rows written. `writing`, if given,
+    makes the context entered around each write (a timer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for frame in frames:
+                if frame.empty:
+                    continue
+                with writing():
+                    table = pa.Table.from_pandas(frame, preserve_index=False, schema=writer.schema if writer else None)
+                    writer = writer or pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            empty.to_parquet(tmp, index=False)
+
+    return _atomic(Path(path), write)
 
 
 def atomic_write_json(payload: Any, path: Path) -> Path:

@@ -8,7 +8,10 @@ so they can run anywhere and be rerun at will.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ from pipeline.embeddings import Embeddings
 from pipeline.features import TRACK_ROW, USER_ROW, pair_features, vocabulary, window_days
 from pipeline.indexing import index_dir, index_for_model
 from pipeline.ingest import read_raw_events
-from pipeline.io import atomic_write_json, atomic_write_parquet, read_json
+from pipeline.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.paths import Layout
 from pipeline.rerank import rerank_user
 from pipeline.taste import TasteCluster, taste_clusters
@@ -31,6 +34,25 @@ from pipeline.world import read_world
 
 log = logging.getLogger(__name__)
 EXPLORE_POOL_PER_GENRE = 50  # most-played never-heard tracks per under-explored genre
+EXPLORE_HEAD_MARGIN = 512  # per genre, extra top tracks kept so a history this long can be skipped without a scan
+STAGES = ("taste_clusters", "retrieval", "feature_gathering", "scoring", "reranking", "publishing")
+
+
+@dataclass
+class StageClock:
+    """CPU and wall seconds spent in each nightly stage; the benchmark reads them, production ignores them."""
+
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    wall: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.cpu[name] += time.process_time() - cpu
+            self.wall[name] += time.perf_counter() - wall
 
 
 def plan(settings: Settings, day: str) -> str:
@@ -81,24 +103,73 @@ class ShardContext:
         self.user_row = pd.Series(np.arange(len(self.users)), index=self.users[s.USER_ID].to_numpy())
         self.factors = self.embeddings.lookup()
         self.genres = vocabulary(self.catalog, s.GENRE)
-        self.history_by_user = dict(tuple(self.history.groupby(s.USER_ID)))
+        # History sorted by user (stable): a user's rows are one slice found by binary search, no per-user frames.
+        order = np.argsort(self.history[s.USER_ID].to_numpy(), kind="stable")
+        self.history = self.history.iloc[order].reset_index(drop=True)
+        self.history_users = self.history[s.USER_ID].to_numpy()
+        recent = window_days(self.day, self.settings.retrieval.recent_days)
+        self.recent_window = (pd.Timestamp(recent[0], tz="UTC"),
+                              pd.Timestamp(recent[-1], tz="UTC") + pd.Timedelta(days=1))
+        # Catalog columns by position: a per-user join with the whole catalog cost more than everything else.
+        self.catalog_index = pd.Index(self.catalog[s.TRACK_ID].to_numpy())
+        self.meta = self.catalog[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].reset_index(drop=True)
         plays = self.catalog[s.TRACK_ID].map(self.tracks.set_index(s.TRACK_ID)["plays"]).astype(float).fillna(0.0)
         self.by_popularity = self.catalog.assign(_plays=plays.to_numpy()).sort_values(
             ["_plays", s.TRACK_ID], ascending=[False, True])
+        # Per genre, the most played tracks with room for a user's history to be skipped (see _explore_pool).
+        self.explore_heads = {str(genre): rows.head(EXPLORE_POOL_PER_GENRE + EXPLORE_HEAD_MARGIN)
+                              for genre, rows in self.by_popularity.groupby(s.GENRE, sort=False)}
+
+    def user_history(self, user: int) -> pd.DataFrame:
+        lo = int(np.searchsorted(self.history_users, user, side="left"))
+        hi = int(np.searchsorted(self.history_users, user, side="right"))
+        return self.history.iloc[lo:hi]
 
 
 def score_shard(settings: Settings, plan_path: str, shard: int) -> str:
-    """Mixes for one shard's users, written to the night's staging area."""
+    """Mixes for one shard's users, written to the night's staging area block by block (memory stays flat)."""
     night = read_json(Path(plan_path))
     users = night["shards"][shard]
     context = _load_context(settings, night, users)
-    rows = [_user_mixes(context, user, night) for user in users]
-    slots = pd.concat([r for r in rows if not r.empty] or [_empty_slots()], ignore_index=True)
     path = Layout(settings.home).nightly(night["date"]) / f"shard-{shard:04d}.parquet"
-    atomic_write_parquet(slots, path)
-    log.info("shard %d: %d users, %d mixes, %d slots", shard, len(users),
-             slots[[s.USER_ID, s.MIX_INDEX]].drop_duplicates().shape[0], len(slots))
+    n_mixes, n_slots = write_shard(shard_blocks(context, users, night), path)
+    log.info("shard %d: %d users, %d mixes, %d slots", shard, len(users), n_mixes, n_slots)
     return str(path)
+
+
+def shard_blocks(ctx: ShardContext, users: list[int], night: dict,
+                 clock: StageClock | None = None) -> Iterator[pd.DataFrame]:
+    """The published slots of `users`, one frame per block of `settings.shard.block_users` users.
+
+    Per block: each user's taste clusters and candidates, then one feature build and one ranker call for the
+    whole block (their fixed costs are paid once per block, not once per user), then each user's re-ranking.
+    """
+    clock = clock or StageClock()
+    size = ctx.settings.shard.block_users
+    for start in range(0, len(users), size):
+        yield _block_mixes(ctx, users[start:start + size], night, clock)
+
+
+def shard_slots(ctx: ShardContext, users: list[int], night: dict, clock: StageClock | None = None) -> pd.DataFrame:
+    """All of `users`' slots in one frame (small shards and tests; score_shard streams the blocks)."""
+    frames = [f for f in shard_blocks(ctx, users, night, clock) if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else _empty_slots()
+
+
+def write_shard(blocks: Iterable[pd.DataFrame], path: Path, clock: StageClock | None = None) -> tuple[int, int]:
+    """Stream blocks of slots into one Parquet file, atomically; (mixes, slots) written."""
+    clock = clock or StageClock()
+    counts = [0, 0]
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for block in blocks:
+            with clock.stage("publishing"):
+                counts[0] += block[[s.USER_ID, s.MIX_INDEX]].drop_duplicates().shape[0]
+                counts[1] += len(block)
+            yield block
+
+    atomic_write_parquet_blocks(frames(), path, _empty_slots(), lambda: clock.stage("publishing"))
+    return counts[0], counts[1]
 
 
 def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardContext:
@@ -118,14 +189,34 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
                         user_features, track_features)
 
 
-def _user_mixes(ctx: ShardContext, user: int, night: dict) -> pd.DataFrame:
-    config = ctx.settings.rerank
-    history = ctx.history_by_user.get(user, ctx.history.iloc[0:0])
-    clusters = _clusters(ctx, history, user)
-    if not clusters:
+def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageClock) -> pd.DataFrame:
+    work = []
+    for user in users:
+        with clock.stage("taste_clusters"):
+            history = ctx.user_history(user)
+            clusters = _clusters(ctx, history, user)
+        if not clusters:
+            continue
+        with clock.stage("retrieval"):
+            work.append((user, history, clusters, _candidates(ctx, clusters, history)))
+    if not work:
         return _empty_slots()
-    candidates = _candidates(ctx, clusters, history)
-    candidates[s.SCORE] = _score(ctx, user, candidates)
+    with clock.stage("feature_gathering"):
+        features, scored_rows = _block_features(ctx, [(user, candidates) for user, _, _, candidates in work])
+    with clock.stage("scoring"):
+        scores = ctx.model.predict_proba(features)[:, 1]
+    with clock.stage("reranking"):
+        frames = []
+        for (user, history, clusters, candidates), rows in zip(work, scored_rows, strict=True):
+            candidates[s.SCORE] = scores[rows]
+            frames.append(_rerank(ctx, user, night, clusters, candidates, history))
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else _empty_slots()
+
+
+def _rerank(ctx: ShardContext, user: int, night: dict, clusters: list[TasteCluster], candidates: pd.DataFrame,
+            history: pd.DataFrame) -> pd.DataFrame:
+    config = ctx.settings.rerank
     pool = _explore_pool(ctx, user, history)
     rng = np.random.default_rng([ctx.settings.seed, int(pd.Timestamp(ctx.day).strftime("%Y%m%d")), user])
     mixes = rerank_user(candidates, [c.title for c in clusters], pool, config, rng)
@@ -141,28 +232,44 @@ def _user_mixes(ctx: ShardContext, user: int, night: dict) -> pd.DataFrame:
 
 
 def _clusters(ctx: ShardContext, history: pd.DataFrame, user: int) -> list[TasteCluster]:
-    recent_days = set(window_days(ctx.day, ctx.settings.retrieval.recent_days))
-    recent = history.loc[~history[s.SKIPPED] & history[s.TS].dt.strftime("%Y-%m-%d").isin(recent_days)]
-    plays = recent[[s.TRACK_ID]].merge(ctx.catalog[[s.TRACK_ID, s.GENRE, s.MOOD]], on=s.TRACK_ID)
+    start, end = ctx.recent_window
+    ts = history[s.TS]
+    recent = history.loc[~history[s.SKIPPED] & (ts >= start) & (ts < end)]
+    rows = ctx.catalog_index.get_indexer(recent[s.TRACK_ID].to_numpy())
+    plays = ctx.meta.iloc[rows[rows >= 0]][[s.TRACK_ID, s.GENRE, s.MOOD]].reset_index(drop=True)
     _, item_factors, _, item_row = ctx.factors
     return taste_clusters(plays, item_factors, item_row, ctx.settings.rerank, ctx.settings.seed)
 
 
 def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: pd.DataFrame) -> pd.DataFrame:
-    """ANN neighbours of each cluster's query, minus tracks the user keeps skipping."""
+    """ANN neighbours of each cluster's query, minus tracks the user keeps skipping.
+
+    Cheap first pass: per cluster only the `shard.rank_per_cluster` never-played candidates with the best
+    retrieval score reach the ranker (tracks the user knows always do, so a mix can still be mostly favourites).
+    """
     k = ctx.settings.retrieval.candidates_per_cluster
-    frames = []
-    for cluster_index, cluster in enumerate(clusters):
-        track_ids, similarity = ctx.index.query(cluster.query, k)
-        frames.append(pd.DataFrame({s.TRACK_ID: track_ids, "cluster": cluster_index, "retrieval_score": similarity}))
-    candidates = pd.concat(frames, ignore_index=True)
-    disliked = _disliked(history)
-    candidates = candidates.loc[~candidates[s.TRACK_ID].isin(disliked)]
-    known = set(history[s.TRACK_ID].tolist())
-    meta = ctx.catalog[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]]
-    return candidates.merge(meta, on=s.TRACK_ID, how="inner").assign(
-        **{s.DISCOVERY: lambda f: ~f[s.TRACK_ID].isin(known)}
-    )
+    found = [ctx.index.query(cluster.query, k) for cluster in clusters]
+    track_ids = np.concatenate([ids for ids, _ in found]).astype(np.int64)
+    similarity = np.concatenate([sim for _, sim in found])
+    cluster = np.repeat(np.arange(len(found)), [len(ids) for ids, _ in found])
+    rows = ctx.catalog_index.get_indexer(track_ids)
+    keep = (rows >= 0) & ~np.isin(track_ids, np.fromiter(_disliked(history), dtype=np.int64))
+    known = np.isin(track_ids, history[s.TRACK_ID].to_numpy())
+    keep &= known | _rank_within(cluster, keep & ~known) < ctx.settings.shard.rank_per_cluster
+    meta = ctx.meta.iloc[rows[keep]].reset_index(drop=True)
+    return pd.DataFrame({
+        s.TRACK_ID: track_ids[keep], "cluster": cluster[keep], "retrieval_score": similarity[keep],
+        s.ARTIST_ID: meta[s.ARTIST_ID], s.GENRE: meta[s.GENRE], s.MOOD: meta[s.MOOD], s.DISCOVERY: ~known[keep],
+    })
+
+
+def _rank_within(groups: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """0-based rank of each `counted` row among the counted rows of its (contiguous) group; others get 0."""
+    ranks = np.zeros(len(groups), dtype=np.int64)
+    for group in np.unique(groups):
+        members = groups == group
+        ranks[members] = np.cumsum(counted[members]) - 1
+    return np.where(counted, ranks, 0)
 
 
 def _disliked(history: pd.DataFrame) -> set[int]:
@@ -171,17 +278,30 @@ def _disliked(history: pd.DataFrame) -> set[int]:
     return set(per_track.index[(per_track["sum"] >= 2) & per_track["all"]].tolist())
 
 
-def _score(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> np.ndarray:
-    """One batched ranker call for all of a user's candidates."""
-    pairs = pd.DataFrame({
-        s.USER_ID: user,
-        s.TRACK_ID: candidates[s.TRACK_ID].to_numpy(),
-        "known": ~candidates[s.DISCOVERY].to_numpy(),
-        USER_ROW: int(ctx.user_row.get(user, -1)),
-        TRACK_ROW: ctx.track_row.reindex(candidates[s.TRACK_ID]).to_numpy(),
-    })
-    features = pair_features(pairs, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day)
-    return ctx.model.predict_proba(features)[:, 1]
+def _block_features(ctx: ShardContext, work: list[tuple[int, pd.DataFrame]]) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Ranker inputs for every (user, distinct candidate) of a block in one `pair_features` call, and per user
+    the feature row of each candidate (a track several clusters retrieved is scored once)."""
+    pairs, rows, offset = [], [], 0
+    for user, candidates in work:
+        codes, tracks = pd.factorize(candidates[s.TRACK_ID])
+        first = np.unique(codes, return_index=True)[1]
+        pairs.append(pd.DataFrame({
+            s.USER_ID: user,
+            s.TRACK_ID: tracks.to_numpy(),
+            "known": ~candidates[s.DISCOVERY].to_numpy()[first],
+            USER_ROW: int(ctx.user_row.get(user, -1)),
+            TRACK_ROW: ctx.track_row.reindex(tracks).to_numpy(),
+        }))
+        rows.append(codes + offset)
+        offset += len(tracks)
+    block = pd.concat(pairs, ignore_index=True)
+    return pair_features(block, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day), rows
+
+
+def _features(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Ranker inputs of one user's candidates, a row per candidate (the benchmark's scoring curve uses it)."""
+    features, (rows,) = _block_features(ctx, [(user, candidates)])
+    return features.iloc[rows].reset_index(drop=True)
 
 
 def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.DataFrame:
@@ -192,8 +312,13 @@ def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.Dat
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
     order = np.argsort(affinity, kind="stable")
     under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
-    ranked = ctx.by_popularity
-    pool = ranked.loc[ranked[s.GENRE].isin(under_explored) & ~ranked[s.TRACK_ID].isin(history[s.TRACK_ID])]
+    heard = history[s.TRACK_ID].unique()
+    if len(heard) <= EXPLORE_HEAD_MARGIN:  # a genre's head then still holds its top tracks the user never heard
+        heads = [ctx.explore_heads[g] for g in genres if g in under_explored and g in ctx.explore_heads]
+        ranked = pd.concat(heads) if heads else ctx.by_popularity.iloc[0:0]
+    else:
+        ranked = ctx.by_popularity
+    pool = ranked.loc[ranked[s.GENRE].isin(under_explored) & ~ranked[s.TRACK_ID].isin(heard)]
     pool = pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE)
     return pool[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].assign(**{s.DISCOVERY: True})
 

@@ -44,15 +44,17 @@ def explore_positions(n_explore: int, length: int) -> list[int]:
     return [int((i + 0.5) * length / n_explore) for i in range(n_explore)]
 
 
-def _greedy(ranked: pd.DataFrame, counts: dict[int, int], cap: int, limit: int) -> list:
-    """Row labels of the best `limit` rows keeping each artist at most `cap` times; updates counts."""
-    chosen = []
-    for label, artist in zip(ranked.index, ranked[s.ARTIST_ID].to_numpy(), strict=True):
+def _greedy(positions: np.ndarray, artists: np.ndarray, counts: dict[int, int], cap: int, limit: int) -> list[int]:
+    """The first `limit` of `positions` (rows of a ranked frame, best first) keeping each artist at most `cap`
+    times; updates counts."""
+    chosen: list[int] = []
+    for position in positions.tolist():
         if len(chosen) == limit:
             break
-        if counts.get(int(artist), 0) < cap:
-            counts[int(artist)] = counts.get(int(artist), 0) + 1
-            chosen.append(label)
+        artist = int(artists[position])
+        if counts.get(artist, 0) < cap:
+            counts[artist] = counts.get(artist, 0) + 1
+            chosen.append(position)
     return chosen
 
 
@@ -61,24 +63,26 @@ def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame
 
     First the best `required` discoveries; then the best of the rest, holding discoveries to
     `max_discovery_share` of the mix while familiar candidates last. None when the candidates
-    cannot fill the exploitation slots under the rules.
+    cannot fill the exploitation slots under the rules. (Works on row positions of the ranked frame:
+    one sort and one take instead of a frame per step.)
     """
     n_explore, n_exploit, required = slot_counts(config)
     most_discoveries = max(required, math.floor(config.max_discovery_share * config.tracks_per_mix) - n_explore)
     ranked = candidates.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
+    artists, discovery = ranked[s.ARTIST_ID].to_numpy(), ranked[s.DISCOVERY].to_numpy(dtype=bool)
+    positions = np.arange(len(ranked))
     cap, counts = config.max_tracks_per_artist, {}
-    discoveries = _greedy(ranked.loc[ranked[s.DISCOVERY]], counts, cap, required)
+    discoveries = _greedy(positions[discovery], artists, counts, cap, required)
     if len(discoveries) < required:
         return None
-    rest = ranked.drop(index=discoveries)
-    familiar = _greedy(rest.loc[~rest[s.DISCOVERY]], counts, cap, n_exploit - most_discoveries)
+    familiar = _greedy(positions[~discovery], artists, counts, cap, n_exploit - most_discoveries)
     chosen = discoveries + familiar
-    chosen += _greedy(ranked.drop(index=chosen), counts, cap, n_exploit - len(chosen))
+    rest = np.setdiff1d(positions, chosen, assume_unique=True)
+    chosen += _greedy(rest, artists, counts, cap, n_exploit - len(chosen))
     if len(chosen) < n_exploit:
         return None
-    return ranked.loc[chosen].sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True]).assign(
-        **{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0}
-    )
+    # `ranked` is in (score desc, track asc) order and track ids are unique, so sorted positions are that order.
+    return ranked.iloc[np.sort(chosen)].assign(**{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0})
 
 
 def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -89,29 +93,31 @@ def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -
     if n_explore == 0 or pool.empty:
         return pool.iloc[0:0].assign(**{s.POLICY: s.POLICY_EXPLORE, s.PROPENSITY: 1.0})
     pool = pool.sort_values([s.ARTIST_ID, s.TRACK_ID])
-    artists = pool[s.ARTIST_ID].unique()
+    artists, first, sizes = np.unique(pool[s.ARTIST_ID].to_numpy(), return_index=True, return_counts=True)
     n = min(n_explore, len(artists))
     drawn = rng.choice(artists, size=n, replace=False)
-    picks = []
-    for artist in drawn:
-        tracks = pool.loc[pool[s.ARTIST_ID] == artist]
-        row = tracks.iloc[[int(rng.integers(len(tracks)))]]
-        picks.append(row.assign(**{s.PROPENSITY: (n / len(artists)) * (1.0 / len(tracks))}))
-    return pd.concat(picks).assign(**{s.POLICY: s.POLICY_EXPLORE})
+    where = np.searchsorted(artists, drawn)
+    rows = [int(first[a]) + int(rng.integers(int(sizes[a]))) for a in where]
+    propensity = (n / len(artists)) * (1.0 / sizes[where])
+    return pool.iloc[rows].assign(**{s.PROPENSITY: propensity, s.POLICY: s.POLICY_EXPLORE})
 
 
 def build_mix(index: int, title: str, exploit: pd.DataFrame, explore: pd.DataFrame,
               config: RerankConfig) -> MixPlan:
     """Interleave: exploration at evenly spread positions, exploitation in score order elsewhere."""
     length = len(exploit) + len(explore)
-    explore_at = explore_positions(len(explore), length) if len(explore) else []
-    order, exploit_rows, explore_rows = [], iter(range(len(exploit))), iter(range(len(explore)))
+    explore_at = set(explore_positions(len(explore), length)) if len(explore) else set()
+    # One concat and one take (row i of `both`: exploit rows, then explore rows), not a concat of single rows.
+    source, next_exploit, next_explore = [], 0, len(exploit)
     for position in range(length):
         if position in explore_at:
-            order.append(explore.iloc[[next(explore_rows)]])
+            source.append(next_explore)
+            next_explore += 1
         else:
-            order.append(exploit.iloc[[next(exploit_rows)]])
-    slots = pd.concat(order, ignore_index=True)
+            source.append(next_exploit)
+            next_exploit += 1
+    both = pd.concat([exploit, explore], ignore_index=True) if len(explore) else exploit.reset_index(drop=True)
+    slots = both.iloc[source].reset_index(drop=True)
     slots[s.MIX_INDEX] = index
     slots[s.POSITION] = np.arange(length)
     return MixPlan(index=index, title=title, slots=slots[SLOT_COLUMNS])

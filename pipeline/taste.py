@@ -40,7 +40,8 @@ def taste_clusters(
     """
     from sklearn.cluster import KMeans
 
-    plays = plays.loc[plays[s.TRACK_ID].isin(item_row.keys())]
+    # Membership by dict lookup: `isin(item_row.keys())` would hash the whole catalog on every call.
+    plays = plays.loc[np.fromiter((int(t) in item_row for t in plays[s.TRACK_ID]), dtype=bool, count=len(plays))]
     if plays.empty:
         return []
     counts = plays.groupby(s.TRACK_ID).size()
