@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from pipeline.config import Settings
+from pipeline.config import ENV_OVERRIDES, Settings
 
 # Every environment variable the platform reads: name → (setting it overrides or "", what it does, default).
 ENVIRONMENT: dict[str, tuple[str, str, str]] = {
@@ -22,6 +22,9 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "DAILYMIX_API_TOKEN": ("", "Bearer token `dailymix serve` requires on every `/v1` route; without it the API "
                            "refuses to start (unless `--insecure-dev`).", "unset"),
     "DAILYMIX_RETRY_DELAY_SECONDS": ("", "Wait between task retries of every DAG (tests shorten it).", "60"),
+    **{env: (f"{section}.{field}", f"Overrides `{section}.{field}` over `settings.json`: a deployment chooses its "
+             "backend without a code change.", "the setting's")
+       for env, (section, field) in ENV_OVERRIDES.items()},
 }
 # Airflow's own variables the platform sets for its DAGs (`pipeline.demo.airflow_env`), for reference.
 AIRFLOW_ENVIRONMENT = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER")
