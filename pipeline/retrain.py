@@ -66,7 +66,7 @@ def train_and_register(settings: Settings, day: str, directory: str) -> dict:
 
     data, _ = load_training_set(Path(directory))
     train, holdout = data.split(settings.training.holdout_days)
-    model = fit_ranker(train, settings)
+    model = fit_ranker(train, settings, use_weights=settings.training.use_ips)
     metrics = {**evaluate(model, holdout), "train_rows": float(len(train.label)),
                "train_positive_rate": float(train.label.mean())}
     embeddings = Embeddings.load(Path(directory))
