@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -40,7 +41,11 @@ from pipeline.world import generate_world, history_days, true_affinity, write_wo
 log = logging.getLogger(__name__)
 DAYS_PER_WEEK = 7
 # The simulator's default world: big enough for taste clusters and genre drift, small enough for 8 weeks × seeds.
-SIMULATION_WORLD = WorldConfig(n_users=150, n_tracks=3000, n_artists=300, history_days=14)
+SIMULATION_WORLD = WorldConfig(n_users=120, n_tracks=2500, n_artists=250, history_days=14)
+# Effort knobs scaled to that world (the behaviour under test does not depend on them): a 2,500-track catalog
+# needs fewer ANN candidates per cluster and fewer recall queries than the 5,000-track demo world.
+SIMULATION_RETRIEVAL = {"candidates_per_cluster": 300, "recall_sample": 50}
+SIMULATION_TRAINING = {"max_iter": 100}
 REPORT_METRICS = (
     "global_genre_entropy", "mean_mix_genre_entropy", "user_genre_entropy", "coverage", "exposure_gini",
     "discovery_share", "skip_rate", "skip_rate_explore", "skip_rate_exploit", "skip_rate_discovery",
@@ -59,7 +64,8 @@ def simulation_settings(home: Path, *, epsilon: float | None = None, use_ips: bo
         "n_shards": 1,
         "world": world.model_copy(update={"seed": seed}),
         "rerank": rerank,
-        "training": base.training.model_copy(update={"use_ips": use_ips}),
+        "training": base.training.model_copy(update={**SIMULATION_TRAINING, "use_ips": use_ips}),
+        "retrieval": base.retrieval.model_copy(update=SIMULATION_RETRIEVAL),
         "mlflow_tracking_uri": "",
     })
 
@@ -81,9 +87,12 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
     materialize_online(settings, publication_day)
     rows = []
     for week in progress(range(1, weeks + 1), total=weeks, desc="simulated weeks"):
+        clock = _Stopwatch(week)
         _retrain_and_index(settings, publication_day)
+        clock.lap("retrain + index")
         _nightly(settings, publication_day)
         _, slots = read_publication(settings, publication_day)
+        clock.lap("nightly")
         days = _following_days(publication_day)
         for day in days:
             events = listeners.listen(slots, day, (skip_shift or {}).get(week, 0.0))
@@ -91,13 +100,27 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
             path.parent.mkdir(parents=True, exist_ok=True)
             events.to_parquet(path, index=False)
             _features(settings, day, online=day == days[-1])
+        clock.lap("listening + features")
         rows.append(_monitor_week(settings, week, publication_day, slots, days, world))
+        clock.lap("monitor")
         publication_day = days[-1]
     report = {"config": _config(settings, weeks, listener or ListenerConfig()), "weeks": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report, out / "report.json")
     write_plots(report, out)
     return report
+
+
+class _Stopwatch:
+    """Logs how long each stage of a simulated week took (INFO; `dailymix -v simulate` shows them)."""
+
+    def __init__(self, week: int) -> None:
+        self.week, self.started = week, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        log.info("week %d: %s %.1f s", self.week, stage, now - self.started)
+        self.started = now
 
 
 def _features(settings: Settings, day: str, online: bool) -> None:
