@@ -41,8 +41,8 @@ from pipeline.world import generate_world, history_days, true_affinity, write_wo
 log = logging.getLogger(__name__)
 DAYS_PER_WEEK = 7
 # The simulator's default world: big enough for taste clusters and genre drift, small enough for 8 weeks × seeds.
-SIMULATION_WORLD = WorldConfig(n_users=120, n_tracks=2500, n_artists=250, history_days=14)
-# Effort knobs scaled to that world (the behaviour under test does not depend on them): a 2,500-track catalog
+SIMULATION_WORLD = WorldConfig(n_users=80, n_tracks=1500, n_artists=150, history_days=14)
+# Effort knobs scaled to that world (the behaviour under test does not depend on them): a 1,500-track catalog
 # needs fewer ANN candidates per cluster and fewer recall queries than the 5,000-track demo world.
 SIMULATION_RETRIEVAL = {"candidates_per_cluster": 300, "recall_sample": 50}
 SIMULATION_TRAINING = {"max_iter": 100}
