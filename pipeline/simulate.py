@@ -85,7 +85,8 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
         _features(settings, day, online=False)
     publication_day = history_days(settings.world)[-1]
     materialize_online(settings, publication_day)
-    rows = []
+    rows: list[dict] = []
+    report: dict = {}
     for week in progress(range(1, weeks + 1), total=weeks, desc="simulated weeks"):
         clock = _Stopwatch(week)
         _retrain_and_index(settings, publication_day)
@@ -104,9 +105,9 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
         rows.append(_monitor_week(settings, week, publication_day, slots, days, world))
         clock.lap("monitor")
         publication_day = days[-1]
-    report = {"config": _config(settings, weeks, listener or ListenerConfig()), "weeks": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(report, out / "report.json")
+        report = {"config": _config(settings, weeks, listener or ListenerConfig()), "weeks": rows}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(report, out / "report.json")  # after every week: a long run cut short keeps its weeks
     write_plots(report, out)
     return report
 
