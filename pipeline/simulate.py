@@ -76,6 +76,8 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
 
     `skip_shift` maps a week number to extra skip probability for that week's listening (drills and tests).
     """
+    if weeks < 1:
+        raise ValueError(f"weeks must be at least 1, got {weeks}")
     save_settings(settings)
     layout = Layout(settings.home)
     world = generate_world(settings.world)
