@@ -53,10 +53,19 @@ REPORT_METRICS = (
 )
 
 
+def simulation_world(users: int | None = None, tracks: int | None = None) -> WorldConfig:
+    """The simulation world, optionally resized (artists scale with tracks: one per 10)."""
+    overrides = {"n_users": users} if users else {}
+    if tracks:
+        overrides |= {"n_tracks": tracks, "n_artists": max(1, tracks // 10)}
+    return WorldConfig.model_validate({**SIMULATION_WORLD.model_dump(), **overrides})
+
+
 def simulation_settings(home: Path, *, epsilon: float | None = None, use_ips: bool = True, seed: int = 7,
-                        world: WorldConfig = SIMULATION_WORLD, base: Settings | None = None) -> Settings:
+                        world: WorldConfig | None = None, base: Settings | None = None) -> Settings:
     """Settings of one simulation run: its own data root, the world seeded by `seed`, the chosen ε and IPS switch."""
     base = base or Settings(home=home)
+    world = world or SIMULATION_WORLD
     rerank = base.rerank if epsilon is None else base.rerank.model_copy(update={"exploration_rate": epsilon})
     return base.model_copy(update={
         "home": home,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Settings, save_settings
+from pipeline.config import Settings, WorldConfig, save_settings
 from pipeline.io import atomic_write_json
 from pipeline.simulate import run_simulation, simulation_settings
 
@@ -39,14 +39,15 @@ def recommend(grid: list[dict], guardrail: float) -> float:
 
 
 def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out: Path, *, seeds: list[int],
-                     guardrail: float = 0.02, apply: bool = True) -> dict:
+                     guardrail: float = 0.02, apply: bool = True, world: WorldConfig | None = None) -> dict:
     """Simulate every (ε, seed), write out/tuning.json and out/tuning.png; save the pick unless `apply` is False."""
     grid = []
     for epsilon in sorted(set(epsilons)):
         per_seed = []
         for seed in seeds:
             run_dir = out / f"eps={epsilon:g}" / f"seed={seed}"
-            run_settings = simulation_settings(run_dir / "home", epsilon=epsilon, seed=seed, base=settings)
+            run_settings = simulation_settings(run_dir / "home", epsilon=epsilon, seed=seed, world=world,
+                                               base=settings)
             per_seed.append(summarise(run_simulation(run_settings, weeks, run_dir)))
         grid.append({"epsilon": epsilon, **{m: float(np.mean([r[m] for r in per_seed])) for m in CURVE_METRICS}})
     tuning = {"grid": grid, "recommended_epsilon": recommend(grid, guardrail), "guardrail": guardrail,
