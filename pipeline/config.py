@@ -117,6 +117,10 @@ class MonitorConfig(_Config):
                                 "below its baseline.")
     skip_rise: float = Field(0.03, gt=0, le=1, description="Alert when the skip rate rises more than this many "
                              "points (as a fraction: 0.03 = 3 pp) above its baseline.")
+    entropy_metrics: tuple[str, ...] = Field(
+        ("global_genre_entropy", "user_genre_entropy"), min_length=1, description="Entropies the drift rule "
+        "watches: what everyone is served (global) and each user's diet across their mixes (user). Per-mix entropy is "
+        "left out by default: mixes are genre clusters by design.")
     mlflow_experiment: str = Field("dailymix-monitor", description="MLflow experiment the daily health rows go to.")
 
 

@@ -23,9 +23,6 @@ from pipeline.paths import Layout
 from pipeline.publish import read_publication
 
 log = logging.getLogger(__name__)
-# Entropies that measure narrowing of what people hear. Per-mix entropy is left out: mixes are genre clusters by
-# design, so a more coherent mix is not a narrower diet.
-ENTROPY_METRICS = ("global_genre_entropy", "user_genre_entropy")
 SKIP_METRIC = "skip_rate"
 
 
@@ -107,7 +104,7 @@ def drift_alerts(today: dict, baseline: pd.DataFrame, config: MonitorConfig) -> 
     if len(baseline) < config.min_baseline_weeks:
         return []
     alerts = []
-    for metric in ENTROPY_METRICS:
+    for metric in config.entropy_metrics:
         base, value = _median(baseline, metric), today.get(metric)
         if value is not None and base > 0 and value < (1 - config.entropy_drop) * base:
             alerts.append(f"{metric} {value:.3f} is {1 - value / base:.1%} below its baseline {base:.3f} (median of "

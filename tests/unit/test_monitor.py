@@ -169,9 +169,11 @@ def test_skip_rate_rise_of_five_points_alerts(history: pd.DataFrame) -> None:
                       "threshold 3 pp)"]
 
 
-def test_thresholds_come_from_the_config(history: pd.DataFrame) -> None:
+def test_thresholds_and_watched_entropies_come_from_the_config(history: pd.DataFrame) -> None:
     loose = CONFIG.model_copy(update={"entropy_drop": 0.25, "skip_rise": 0.10})
     assert drift_alerts({**BASE, "global_genre_entropy": 2.4, "skip_rate": 0.35}, history, loose) == []
+    global_only = CONFIG.model_copy(update={"entropy_metrics": ("global_genre_entropy",)})
+    assert drift_alerts({**BASE, "user_genre_entropy": 1.0}, history, global_only) == []
 
 
 @pytest.mark.parametrize(
