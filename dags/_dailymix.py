@@ -23,9 +23,12 @@ INDEX = Asset(name="dailymix_index", uri="dailymix://indexes/tracks")
 MIXES = Asset(name="dailymix_mixes", uri="dailymix://published/mixes")
 
 
-def run_day() -> str:
-    """The ISO day this run is for: its logical date, or the day carried by the asset event that triggered it."""
-    context = get_current_context()
+def run_day(context=None) -> str:
+    """The ISO day this run is for: its logical date, or the day carried by the asset event that triggered it.
+
+    Inside a task the context is found; callbacks (notifiers) pass theirs.
+    """
+    context = context if context is not None else get_current_context()
     if context.get("logical_date") is not None:
         return context["logical_date"].strftime("%Y-%m-%d")
     conf = context["dag_run"].conf or {}

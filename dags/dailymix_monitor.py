@@ -3,20 +3,28 @@
 
 | step | what it does | output |
 |---|---|---|
-| `metrics` | the day's health row: genre entropy (global, per mix, per user), discovery and exploration share, coverage, skip rate (overall, exploit, explore) | `monitoring/metrics/date=D.json` |
-| `drift` | compares the day with its trailing 7-day mean; entropy falling >10% or skip rate rising >5 points raises an alert | `monitoring/alerts/date=D/monitor.json`, warnings in this log |
+| `metrics` | the day's health row: genre entropy (global, per mix, per user), discovery and exploration share, coverage, exposure Gini, skip rate (overall, exploit, explore, discoveries vs familiar tracks) | `monitoring/metrics/date=D.json` |
+| `to_mlflow` | logs the row to the MLflow experiment `dailymix-monitor` (one run per day, step = day) so each metric charts as a time series | MLflow run `monitor-D` |
+| `drift` | compares the day with its trailing baseline, the median of the same weekday's values in the previous 4 weeks (`monitor.baseline_weeks`): global or per-user genre entropy falling more than 10% (`monitor.entropy_drop`) or the skip rate rising more than 3 points (`monitor.skip_rise`) **fails this task** and fires the notifier | `monitoring/alerts/date=D/monitor.json` |
+
+**Alerts.** A failed `drift` task is the flag in the UI; its `on_failure_callback` (`DailyMixAlertNotifier`)
+appends the alerts to `monitoring/alerts/alerts.log`, and posts them to Slack and/or e-mail when the Airflow
+connections `dailymix_slack` (incoming webhook) / `dailymix_smtp` (SMTP, extra `{"to": [...]}`) exist.
 
 **Inputs**: asset `dailymix_mixes` (the night's publication; triggers this DAG), the day's raw events. **Outputs**: `monitoring/metrics/date=D.json`, `monitoring/alerts/date=D/monitor.json`; the trends and alerts are charted in the Airflow UI under **Daily Mix**.
 
 **Runbook.** *An alert fired*: a falling genre entropy with a steady skip rate is the feedback loop narrowing:
-raise `rerank.exploration_rate` and retrain with IPS; a rising skip rate after a promotion: roll the
-`champion` alias back to the previous version (see `dailymix_retrain`).
+raise `rerank.exploration_rate` (see `dailymix tune-exploration`) and check the ranker trains with IPS
+(`training.use_ips`); a rising skip rate after a promotion: roll the `champion` alias back to the previous
+version (see `dailymix_retrain`). Clearing the failed task re-checks the same day (idempotent).
 """
 
 from __future__ import annotations
 
 from _dailymix import DEFAULT_ARGS, MIXES, START_DATE, run_day, settings
+from _notifiers import DailyMixAlertNotifier
 from airflow.sdk import dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 
 @dag(
@@ -41,12 +49,23 @@ def dailymix_monitor():
         return {"date": day, "metrics_path": path}
 
     @task
+    def to_mlflow(recorded: dict) -> str:
+        from pipeline.monitor import log_metrics_to_mlflow
+
+        return log_metrics_to_mlflow(settings(), recorded["date"])
+
+    @task(on_failure_callback=DailyMixAlertNotifier(source="monitor"))
     def drift(recorded: dict) -> list[str]:
         from pipeline.monitor import check_drift
 
-        return check_drift(settings(), recorded["date"])
+        alerts = check_drift(settings(), recorded["date"])
+        if alerts:  # no retry: the data will not change; the notifier sends the alerts
+            raise AirflowFailException(f"{len(alerts)} drift alert(s) for {recorded['date']}: " + " | ".join(alerts))
+        return alerts
 
-    drift(metrics())
+    recorded = metrics()
+    to_mlflow(recorded)
+    drift(recorded)
 
 
 dailymix_monitor()

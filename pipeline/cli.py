@@ -218,6 +218,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the real loop for simulated weeks with simulated listeners; write report.json, plots, a table."""
+    from pipeline.simulate import format_table, run_simulation, simulation_settings, simulation_world
+
+    out = Path(args.out).resolve()
+    settings = simulation_settings(Path(args.sim_home).resolve() if args.sim_home else out / "home",
+                                   epsilon=args.epsilon, use_ips=not args.no_ips, seed=args.seed,
+                                   world=simulation_world(args.users, args.tracks), base=_settings(args))
+    report = run_simulation(settings, args.weeks, out)
+    print(format_table(report))
+    print(f"\nreport: {out / 'report.json'}; plots: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
+    return 0
+
+
+def cmd_tune_exploration(args: argparse.Namespace) -> int:
+    """Simulate each exploration rate of a grid; recommend one within the skip-rate guardrail and save it."""
+    from pipeline.simulate import simulation_world
+    from pipeline.tuning import format_tuning, tune_exploration
+
+    grid = [float(x) for x in args.grid.split(",") if x.strip()]
+    settings = _settings(args)
+    tuning = tune_exploration(settings, grid, args.weeks, Path(args.out).resolve(), seeds=args.seeds,
+                              guardrail=args.guardrail, apply=not args.dry_run,
+                              world=simulation_world(args.users, args.tracks))
+    print(format_tuning(tuning))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
@@ -306,6 +334,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cache", help="keep built indexes here between runs")
     bench.add_argument("--json", dest="json_out", help="write the full report to this JSON file")
     bench.set_defaults(func=cmd_bench)
+
+    simulate = sub.add_parser("simulate", help=cmd_simulate.__doc__)
+    simulate.add_argument("--weeks", type=int, default=8, help="simulated weeks (default 8)")
+    simulate.add_argument("--epsilon", type=float, help="exploration rate (default: rerank.exploration_rate)")
+    simulate.add_argument("--no-ips", action="store_true", help="train the ranker without inverse-propensity weights")
+    simulate.add_argument("--seed", type=int, default=7, help="seed of the world, listeners and pipeline (default 7)")
+    simulate.add_argument("--out", required=True, help="directory for report.json and the PNG plots")
+    simulate.add_argument("--sim-home", help="data root of the simulated platform (default: OUT/home)")
+    simulate.add_argument("--users", type=int, help="listeners in the simulated world (default 80)")
+    simulate.add_argument("--tracks", type=int, help="catalog size of the simulated world (default 1500)")
+    simulate.set_defaults(func=cmd_simulate)
+
+    tune = sub.add_parser("tune-exploration", help=cmd_tune_exploration.__doc__)
+    tune.add_argument("--grid", default="0,0.05,0.1,0.2,0.3", help="comma-separated exploration rates")
+    tune.add_argument("--weeks", type=int, default=4, help="simulated weeks per rate (default 4)")
+    tune.add_argument("--seeds", type=int, nargs="+", default=[7], help="seeds averaged per rate (default 7)")
+    tune.add_argument("--guardrail", type=float, default=0.02,
+                      help="most skip-rate rise over ε=0 a recommendation may cost (default 0.02 = 2 pp)")
+    tune.add_argument("--out", required=True, help="directory for tuning.json, the curve and each run")
+    tune.add_argument("--dry-run", action="store_true", help="do not write the recommendation to settings.json")
+    tune.add_argument("--users", type=int, help="listeners in the simulated world (default 80)")
+    tune.add_argument("--tracks", type=int, help="catalog size of the simulated world (default 1500)")
+    tune.set_defaults(func=cmd_tune_exploration)
     return parser
 
 

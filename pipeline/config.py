@@ -217,6 +217,39 @@ class ShardConfig(_Config):
         "turns it off.")
 
 
+class MonitorConfig(_Config):
+    """Drift rules of the monitor DAG: each day's health row against its trailing weekly baseline."""
+
+    baseline_weeks: int = Field(4, ge=1, description="Baseline = median of the values on the same weekday this many "
+                                "previous weeks (D-7, D-14, ...).")
+    min_baseline_weeks: int = Field(1, ge=1, description="Fewer stored weekly values than this: no drift verdict.")
+    entropy_drop: float = Field(0.10, gt=0, le=1, description="Alert when a genre entropy falls more than this share "
+                                "below its baseline.")
+    skip_rise: float = Field(0.03, gt=0, le=1, description="Alert when the skip rate rises more than this many "
+                             "points (as a fraction: 0.03 = 3 pp) above its baseline.")
+    entropy_metrics: tuple[str, ...] = Field(
+        ("global_genre_entropy", "user_genre_entropy"), min_length=1, description="Entropies the drift rule "
+        "watches: what everyone is served (global) and each user's diet across their mixes (user). Per-mix entropy is "
+        "left out by default: mixes are genre clusters by design.")
+    mlflow_experiment: str = Field("dailymix-monitor", description="MLflow experiment the daily health rows go to.")
+
+
+class ListenerConfig(_Config):
+    """How simulated listeners play published mixes (`pipeline.simulator`); the base skip odds come from the world."""
+
+    session_tracks: float = Field(10.0, gt=0, description="Mean track starts of one listening session; a session "
+                                  "plays one mix from its first position down.")
+    position_penalty: float = Field(0.15, ge=0, le=1, description="Added skip probability at a mix's last position "
+                                    "(linear from 0 at the first): attention fades down a mix.")
+    familiarity_bonus: float = Field(0.10, ge=0, le=1, description="Skip probability removed for a track the listener "
+                                     "already knows.")
+    novelty_penalty: float = Field(0.05, ge=0, le=1, description="Skip probability added for a never-heard track.")
+    fatigue_per_play: float = Field(0.03, ge=0, le=1, description="Skip probability added per start of the same "
+                                    "track in the previous `fatigue_days` days.")
+    fatigue_cap: float = Field(0.3, ge=0, le=1, description="Most skip probability fatigue can add.")
+    fatigue_days: int = Field(7, ge=1, description="Days of a listener's own starts that cause fatigue.")
+
+
 class Settings(_Config):
     """All settings of one Daily Mix installation."""
 
@@ -238,6 +271,7 @@ class Settings(_Config):
     ui: UiConfig = UiConfig()
     scale_out: ScaleOutConfig = ScaleOutConfig()
     shard: ShardConfig = ShardConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @property
     def tracking_uri(self) -> str:

@@ -172,7 +172,7 @@ def _locate(index: pd.Index, ids: np.ndarray, what: str) -> np.ndarray:
     return rows
 
 
-def _skip_probability(affinity: np.ndarray) -> np.ndarray:
+def skip_probability(affinity: np.ndarray) -> np.ndarray:
     """Why a ranker can learn anything: skips fall as the true fit rises."""
     return np.clip(_SKIP_BASE - _SKIP_SLOPE * affinity, *_SKIP_RANGE)
 
@@ -372,19 +372,19 @@ def _draw_starts(
         favourite = sampler.favourite(rng, users)
         use = (rng.random(len(users)) < _REPLAY_PROB) & (favourite >= 0)
         tracks = np.where(use, favourite, tracks)
-    skipped = rng.random(len(users)) < _skip_probability(affinity.score_rows(users, tracks))
+    skipped = rng.random(len(users)) < skip_probability(affinity.score_rows(users, tracks))
     sampler.remember(users[~skipped], tracks[~skipped])
     return tracks, skipped
 
 
-def _ms_played(rng: np.random.Generator, duration: np.ndarray, skipped: np.ndarray) -> np.ndarray:
+def ms_played_for(rng: np.random.Generator, duration: np.ndarray, skipped: np.ndarray) -> np.ndarray:
     skip_ms = rng.integers(_SKIP_MS_RANGE[0], _SKIP_MS_RANGE[1] + 1, len(duration))
     share = rng.uniform(*_COMPLETE_SHARE_RANGE, len(duration))
     played = np.where(skipped, np.minimum(skip_ms, duration), np.floor(share * duration))
     return played.astype(np.int64)
 
 
-def _start_offsets(rng: np.random.Generator, users: np.ndarray, ms_played: np.ndarray) -> np.ndarray:
+def start_offsets(rng: np.random.Generator, users: np.ndarray, ms_played: np.ndarray) -> np.ndarray:
     """Millisecond offsets in the day of one day's starts (users sorted, in play order).
 
     Plays of a user follow each other without overlap: random idle gaps, then each play's length. A user
@@ -430,8 +430,8 @@ def _make_events(
     for day in progress(history_days(config), desc="world: days of history"):
         day_users = np.repeat(all_users, rng.poisson(activity))
         tracks, skipped = _draw_starts(rng, sampler, affinity, day_users, replay=True)
-        ms_played = _ms_played(rng, duration[tracks], skipped)
-        offsets = _start_offsets(rng, day_users, ms_played)
+        ms_played = ms_played_for(rng, duration[tracks], skipped)
+        offsets = start_offsets(rng, day_users, ms_played)
         ts = pd.Timestamp(day, tz="UTC").value + offsets * 1_000_000
         frames.append((user_ids[day_users], catalog[schema.TRACK_ID].to_numpy()[tracks], ts, ms_played, skipped))
     return _events_frame(*(np.concatenate(parts) for parts in zip(*frames, strict=True)))

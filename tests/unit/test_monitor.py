@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline import schema as s
-from pipeline.monitor import drift_alerts, engagement_metrics, entropy, publication_metrics
+from pipeline.config import MonitorConfig
+from pipeline.monitor import baseline_days, drift_alerts, engagement_metrics, entropy, gini, publication_metrics
 
 
 @pytest.mark.parametrize(
@@ -60,6 +61,8 @@ def test_publication_metrics_known_values(slots: pd.DataFrame) -> None:
         # user 1: rock/jazz/pop 2 each → log2 3; user 2: four genres once each → 2 bits
         "user_genre_entropy": (np.log2(3) + 2.0) / 2,
         "coverage": 0.08,  # tracks 1..8
+        # exposures over 100 tracks: tracks 1, 2 twice, 3..8 once, 92 never
+        "exposure_gini": gini(np.r_[[2, 2], np.ones(6), np.zeros(92)]),
     }
     assert set(metrics) == set(expected)
     for name, value in expected.items():
@@ -87,66 +90,113 @@ def test_engagement_metrics_per_policy(events_factory) -> None:
         "skip_rate_exploit": 0.25,
         "skip_rate_explore": None,  # no explore events that day
         "skip_rate_organic": 1.0,
+        "skip_rate_discovery": None,  # not joined to the published slots
+        "skip_rate_familiar": None,
     }
 
 
 def test_engagement_metrics_of_a_day_without_events(events_factory) -> None:
     empty = events_factory([]).iloc[0:0]
     assert engagement_metrics(empty) == {"events": 0, "skip_rate": None, "skip_rate_exploit": None,
-                                         "skip_rate_explore": None, "skip_rate_organic": None}
+                                         "skip_rate_explore": None, "skip_rate_organic": None,
+                                         "skip_rate_discovery": None, "skip_rate_familiar": None}
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [([5, 5, 5, 5], 0.0), ([0, 0, 0, 10], 0.75), ([], 0.0), ([0, 0], 0.0), ([1, 3], 0.25)],
+)
+def test_gini_known_values(counts: list[int], expected: float) -> None:
+    assert gini(np.array(counts)) == pytest.approx(expected)
+
+
+def test_engagement_splits_discovery_and_familiar_through_the_slots(events_factory) -> None:
+    events = events_factory([
+        (1, 1, "2026-11-01T01:00:00", True),
+        (1, 2, "2026-11-01T02:00:00", False),
+        (1, 3, "2026-11-01T03:00:00", True),
+        (1, 4, "2026-11-01T04:00:00", False),
+    ])
+    events[s.POLICY] = pd.array([s.POLICY_EXPLOIT] * 4, dtype="string")
+    events[s.MIX_ID] = pd.array(["2026-10-31:1:0"] * 4, dtype="string")
+    events[s.POSITION] = pd.array([0, 1, 2, 3], dtype="Int64")
+    slots = pd.DataFrame({s.MIX_ID: "2026-10-31:1:0", s.POSITION: [0, 1, 2, 3],
+                          s.DISCOVERY: [True, True, True, False]})
+    metrics = engagement_metrics(events, slots)
+    assert metrics["skip_rate_discovery"] == pytest.approx(2 / 3)
+    assert metrics["skip_rate_familiar"] == 0.0
 
 
 # --- drift --------------------------------------------------------------------------------------------------------
 
-BASE = {"global_genre_entropy": 3.0, "mean_mix_genre_entropy": 2.0, "skip_rate": 0.30}
+BASE = {"global_genre_entropy": 3.0, "user_genre_entropy": 2.0, "skip_rate": 0.30}
+CONFIG = MonitorConfig()
 
 
 @pytest.fixture
 def history() -> pd.DataFrame:
-    return pd.DataFrame([{"date": f"2026-11-0{d}", **BASE} for d in range(1, 8)])
+    """Four previous weekly values; the median is the baseline (one outlier does not move it)."""
+    rows = [dict(BASE) for _ in range(4)]
+    rows[0] = {"global_genre_entropy": 9.0, "user_genre_entropy": 9.0, "skip_rate": 0.0}
+    return pd.DataFrame([{"date": d, **row} for d, row in zip(baseline_days("2026-11-29", 4), rows, strict=True)])
+
+
+def test_baseline_days_are_the_same_weekday_in_previous_weeks() -> None:
+    assert baseline_days("2026-11-29", 4) == ["2026-11-22", "2026-11-15", "2026-11-08", "2026-11-01"]
 
 
 def test_no_alerts_without_history() -> None:
-    today = {"global_genre_entropy": 0.1, "mean_mix_genre_entropy": 0.1, "skip_rate": 0.99}
-    assert drift_alerts(today, pd.DataFrame()) == []
+    today = {"global_genre_entropy": 0.1, "user_genre_entropy": 0.1, "skip_rate": 0.99}
+    assert drift_alerts(today, pd.DataFrame(), CONFIG) == []
+    assert drift_alerts(today, pd.DataFrame([BASE]), CONFIG.model_copy(update={"min_baseline_weeks": 2})) == []
 
 
 def test_no_alerts_for_a_steady_day(history: pd.DataFrame) -> None:
-    assert drift_alerts(dict(BASE), history) == []
+    assert drift_alerts(dict(BASE), history, CONFIG) == []
 
 
 def test_entropy_drop_of_twenty_percent_alerts(history: pd.DataFrame) -> None:
-    alerts = drift_alerts({**BASE, "global_genre_entropy": 2.4}, history)
-    assert alerts == ["global_genre_entropy 2.400 is more than 10% below its 7-day mean 3.000"]
-    alerts = drift_alerts({**BASE, "global_genre_entropy": 2.4, "mean_mix_genre_entropy": 1.6}, history)
-    assert [a.split()[0] for a in alerts] == ["global_genre_entropy", "mean_mix_genre_entropy"]
+    alerts = drift_alerts({**BASE, "global_genre_entropy": 2.4}, history, CONFIG)
+    assert alerts == ["global_genre_entropy 2.400 is 20.0% below its baseline 3.000 (median of 4 weekly values; "
+                      "threshold 10%)"]
+    alerts = drift_alerts({**BASE, "global_genre_entropy": 2.4, "user_genre_entropy": 1.6}, history, CONFIG)
+    assert [a.split()[0] for a in alerts] == ["global_genre_entropy", "user_genre_entropy"]
 
 
-def test_skip_rate_rise_of_ten_points_alerts(history: pd.DataFrame) -> None:
-    alerts = drift_alerts({**BASE, "skip_rate": 0.40}, history)
-    assert alerts == ["skip_rate 0.400 is more than 5% points above its 7-day mean 0.300"]
+def test_skip_rate_rise_of_five_points_alerts(history: pd.DataFrame) -> None:
+    alerts = drift_alerts({**BASE, "skip_rate": 0.35}, history, CONFIG)
+    assert alerts == ["skip_rate 0.350 is 5.0 pp above its baseline 0.300 (median of 4 weekly values; "
+                      "threshold 3 pp)"]
+
+
+def test_thresholds_and_watched_entropies_come_from_the_config(history: pd.DataFrame) -> None:
+    loose = CONFIG.model_copy(update={"entropy_drop": 0.25, "skip_rise": 0.10})
+    assert drift_alerts({**BASE, "global_genre_entropy": 2.4, "skip_rate": 0.35}, history, loose) == []
+    global_only = CONFIG.model_copy(update={"entropy_metrics": ("global_genre_entropy",)})
+    assert drift_alerts({**BASE, "user_genre_entropy": 1.0}, history, global_only) == []
 
 
 @pytest.mark.parametrize(
     "change",
     [
         {"global_genre_entropy": 2.85},  # -5%
-        {"mean_mix_genre_entropy": 1.9},  # -5%
+        {"user_genre_entropy": 1.9},  # -5%
+        {"mean_mix_genre_entropy": 0.5},  # per-mix coherence is not narrowing: not alerted
         {"global_genre_entropy": 3.6},  # rises are fine
         {"skip_rate": 0.32},  # +2 points
         {"skip_rate": 0.10},  # falls are fine
     ],
 )
 def test_small_changes_do_not_alert(history: pd.DataFrame, change: dict) -> None:
-    assert drift_alerts({**BASE, **change}, history) == []
+    assert drift_alerts({**BASE, **change}, history, CONFIG) == []
 
 
-def test_drift_tolerates_days_without_engagement(history: pd.DataFrame) -> None:
-    # days without events store skip_rate None; the baseline is the mean of the days that have one
-    history["skip_rate"] = [None, None, 0.2, 0.2, 0.2, 0.2, 0.2]
-    assert drift_alerts({**BASE, "skip_rate": 0.30}, history) == [
-        "skip_rate 0.300 is more than 5% points above its 7-day mean 0.200"
+def test_drift_tolerates_weeks_without_engagement(history: pd.DataFrame) -> None:
+    # weeks without events store skip_rate None; the baseline is the median of the weeks that have one
+    history["skip_rate"] = [None, 0.2, 0.2, 0.25]
+    assert drift_alerts({**BASE, "skip_rate": 0.30}, history, CONFIG) == [
+        "skip_rate 0.300 is 10.0 pp above its baseline 0.200 (median of 4 weekly values; threshold 3 pp)"
     ]
-    assert drift_alerts({**BASE, "skip_rate": None}, history) == []
+    assert drift_alerts({**BASE, "skip_rate": None}, history, CONFIG) == []
     history["skip_rate"] = None
-    assert drift_alerts({**BASE, "skip_rate": 0.9}, history) == []
+    assert drift_alerts({**BASE, "skip_rate": 0.9}, history, CONFIG) == []
