@@ -34,7 +34,7 @@ from pipeline import schema as s
 from pipeline.config import Settings, TrainingConfig, WorldConfig
 from pipeline.ope import BanditLog, greedy_weights, point_estimates
 from pipeline.ranker import TrainingSet, fit_ranker, ips_weights
-from pipeline.world import _Affinity, _skip_probability, generate_world
+from pipeline.world import _Affinity, generate_world, skip_probability
 
 FEATURES = ["log_popularity", "genre_share"]
 
@@ -87,7 +87,7 @@ class SyntheticWorld:
         """True P(played without skip) for each (user row, track row), any matching shapes."""
         users = np.broadcast_to(users[:, None] if np.ndim(tracks) > np.ndim(users) else users, np.shape(tracks))
         affinity = self.affinity.score_rows(users.ravel(), np.ravel(tracks)).reshape(np.shape(tracks))
-        return 1.0 - _skip_probability(affinity)
+        return 1.0 - skip_probability(affinity)
 
     def features(self, users: np.ndarray, tracks: np.ndarray) -> pd.DataFrame:
         """Observable features of (user row, track row) pairs, flat."""
