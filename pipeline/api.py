@@ -318,8 +318,11 @@ def row_days(frame: pd.DataFrame, fallback: str, oldest: pd.Timestamp) -> pd.Ser
     text = frame[s.TS].astype(object)
     numeric = pd.to_numeric(text, errors="coerce")
     iso = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
-    # Beyond ±9e12 ms (year 2255) nanoseconds overflow int64; pandas may then raise instead of coercing.
-    epoch = pd.to_datetime(numeric.where(numeric.abs() < 9e12), unit="ms", utc=True, errors="coerce")
+    # Beyond ±9e12 ms (year 2255) nanoseconds overflow int64. Only in-range values are converted, as integers:
+    # pandas' float path multiplies NaNs too and raises under a numpy error state set elsewhere in the process.
+    in_range = numeric.abs() < 9e12
+    epoch = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    epoch[in_range] = pd.to_datetime(numeric[in_range].round().astype("int64"), unit="ms", utc=True)
     claimed = iso.fillna(epoch)
     return claimed.where(claimed >= oldest).dt.strftime("%Y-%m-%d").fillna(fallback)
 

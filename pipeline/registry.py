@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +35,28 @@ def client(settings: Settings):
     """An MlflowClient on this installation's tracking store, with the experiment created."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
+    with _environment_kept("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.tracking_uri)
     if mlflow.get_experiment_by_name(settings.experiment_name) is None:
         mlflow.create_experiment(settings.experiment_name, artifact_location=_artifact_location(settings.artifact_root))
     mlflow.set_experiment(settings.experiment_name)
     return mlflow.MlflowClient()
+
+
+@contextmanager
+def _environment_kept(*names: str) -> Iterator[None]:
+    """Undo MLflow's export of the URIs to os.environ: `load_settings` reads MLFLOW_TRACKING_URI as the user's
+    override, so one data root's store must not leak into the next data root (or Airflow run) of this process."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _artifact_location(root: str) -> str:
