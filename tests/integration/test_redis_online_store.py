@@ -14,6 +14,7 @@ from pipeline.config import FeatureStoreConfig, Settings, WorldConfig
 from pipeline.daily_features import build_offline_features, ingest_day, materialize_online
 from pipeline.paths import Layout
 from pipeline.world import generate_world, history_days, write_world
+from tests.unit.test_api import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +23,6 @@ DAY = history_days(WORLD)[-1]
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOON = pd.Timestamp(f"{DAY}T12:00:00Z")
-
-
-class Clock:
-    """A clock the test moves by hand (the API's injected clock)."""
-
-    def __init__(self, at: pd.Timestamp) -> None:
-        self.at = at
-
-    def __call__(self) -> pd.Timestamp:
-        return self.at
 
 
 @pytest.fixture
