@@ -28,13 +28,12 @@ from pipeline.indexing import index_dir, index_for_model
 from pipeline.ingest import read_raw_events
 from pipeline.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.paths import Layout
-from pipeline.rerank import rerank_user
+from pipeline.rerank import SLOT_COLUMNS, TRACK_COLUMNS, Columns, columns, rerank_columns, take
 from pipeline.taste import TasteCluster, taste_clusters
 from pipeline.world import read_world
 
 log = logging.getLogger(__name__)
 EXPLORE_POOL_PER_GENRE = 50  # most-played never-heard tracks per under-explored genre
-EXPLORE_HEAD_MARGIN = 512  # per genre, extra top tracks kept so a history this long can be skipped without a scan
 STAGES = ("taste_clusters", "retrieval", "feature_gathering", "scoring", "reranking", "publishing")
 
 
@@ -114,11 +113,11 @@ class ShardContext:
         self.catalog_index = pd.Index(self.catalog[s.TRACK_ID].to_numpy())
         self.meta = self.catalog[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].reset_index(drop=True)
         plays = self.catalog[s.TRACK_ID].map(self.tracks.set_index(s.TRACK_ID)["plays"]).astype(float).fillna(0.0)
-        self.by_popularity = self.catalog.assign(_plays=plays.to_numpy()).sort_values(
+        by_popularity = self.catalog.assign(_plays=plays.to_numpy()).sort_values(
             ["_plays", s.TRACK_ID], ascending=[False, True])
-        # Per genre, the most played tracks with room for a user's history to be skipped (see _explore_pool).
-        self.explore_heads = {str(genre): rows.head(EXPLORE_POOL_PER_GENRE + EXPLORE_HEAD_MARGIN)
-                              for genre, rows in self.by_popularity.groupby(s.GENRE, sort=False)}
+        # Per genre, its tracks most played first, as columns (the explore pool is cut from their heads).
+        self.genre_tracks = {str(genre): columns(rows, TRACK_COLUMNS[:-1])
+                             for genre, rows in by_popularity.groupby(s.GENRE, sort=False)}
 
     def user_history(self, user: int) -> pd.DataFrame:
         lo = int(np.searchsorted(self.history_users, user, side="left"))
@@ -206,29 +205,37 @@ def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageC
     with clock.stage("scoring"):
         scores = ctx.model.predict_proba(features)[:, 1]
     with clock.stage("reranking"):
-        frames = []
-        for (user, history, clusters, candidates), rows in zip(work, scored_rows, strict=True):
-            candidates[s.SCORE] = scores[rows]
-            frames.append(_rerank(ctx, user, night, clusters, candidates, history))
-        frames = [f for f in frames if not f.empty]
-        return pd.concat(frames, ignore_index=True) if frames else _empty_slots()
+        mixes = [_rerank(ctx, user, clusters, candidates, history, scores[rows])
+                 for (user, history, clusters, candidates), rows in zip(work, scored_rows, strict=True)]
+        return _slots_frame(ctx, night, mixes)
 
 
-def _rerank(ctx: ShardContext, user: int, night: dict, clusters: list[TasteCluster], candidates: pd.DataFrame,
-            history: pd.DataFrame) -> pd.DataFrame:
-    config = ctx.settings.rerank
-    pool = _explore_pool(ctx, user, history)
-    rng = np.random.default_rng([ctx.settings.seed, int(pd.Timestamp(ctx.day).strftime("%Y%m%d")), user])
-    mixes = rerank_user(candidates, [c.title for c in clusters], pool, config, rng)
-    frames = [
-        mix.slots.assign(**{s.MIX_TITLE: mix.title, s.MIX_ID: f"{ctx.day}:{user}:{mix.index}"}) for mix in mixes
-    ]
-    if not frames:
+def _rerank(ctx: ShardContext, user: int, clusters: list[TasteCluster], candidates: pd.DataFrame,
+            history: pd.DataFrame, scores: np.ndarray) -> tuple[int, Columns, list[str]]:
+    """One user's mixes: (user, slot columns, title of each mix)."""
+    cols = {**columns(candidates, [*TRACK_COLUMNS, "cluster"]), s.SCORE: scores}
+    rng = np.random.default_rng([ctx.settings.seed, int(ctx.day.replace("-", "")), user])
+    slots, of_cluster = rerank_columns(cols, len(clusters), _explore_pool(ctx, user, history), ctx.settings.rerank,
+                                       rng)
+    return user, slots, [clusters[c].title for c in of_cluster]
+
+
+def _slots_frame(ctx: ShardContext, night: dict, mixes: list[tuple[int, Columns, list[str]]]) -> pd.DataFrame:
+    """One frame for a block's users: their slot columns plus the per-mix and per-night ones."""
+    mixes = [m for m in mixes if m[2]]
+    if not mixes:
         return _empty_slots()
-    return pd.concat(frames, ignore_index=True).assign(
-        **{s.USER_ID: user, s.DATE: ctx.day, s.MODEL_VERSION: night["model_version"],
-           s.INDEX_VERSION: night["index_version"], s.FEATURE_VERSION: night["feature_version"]}
-    )[PUBLISHED_COLUMNS]
+    length = ctx.settings.rerank.tracks_per_mix
+    data = {name: np.concatenate([slots[name] for _, slots, _ in mixes]) for name in SLOT_COLUMNS}
+    users = np.concatenate([np.full(len(titles), user, dtype=np.int64) for user, _, titles in mixes])
+    data[s.USER_ID] = np.repeat(users, length)
+    data[s.MIX_TITLE] = np.repeat(np.array([t for _, _, titles in mixes for t in titles], dtype=object), length)
+    data[s.MIX_ID] = np.repeat(np.array([f"{ctx.day}:{user}:{i}" for user, _, titles in mixes
+                                         for i in range(len(titles))], dtype=object), length)
+    frame = pd.DataFrame(data).assign(**{s.DATE: ctx.day, s.MODEL_VERSION: night["model_version"],
+                                         s.INDEX_VERSION: night["index_version"],
+                                         s.FEATURE_VERSION: night["feature_version"]})
+    return frame[PUBLISHED_COLUMNS].astype(DTYPES)
 
 
 def _clusters(ctx: ShardContext, history: pd.DataFrame, user: int) -> list[TasteCluster]:
@@ -304,23 +311,28 @@ def _features(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> pd.Data
     return features.iloc[rows].reset_index(drop=True)
 
 
-def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.DataFrame:
-    """Never-played, most-played tracks of the genres the user listens to least."""
+def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> Columns:
+    """Never-played, most-played tracks of the genres the user listens to least (EXPLORE_POOL_PER_GENRE each)."""
     genres = ctx.genres
     row = ctx.user_row.get(user)
     vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
     order = np.argsort(affinity, kind="stable")
     under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
-    heard = history[s.TRACK_ID].unique()
-    if len(heard) <= EXPLORE_HEAD_MARGIN:  # a genre's head then still holds its top tracks the user never heard
-        heads = [ctx.explore_heads[g] for g in genres if g in under_explored and g in ctx.explore_heads]
-        ranked = pd.concat(heads) if heads else ctx.by_popularity.iloc[0:0]
-    else:
-        ranked = ctx.by_popularity
-    pool = ranked.loc[ranked[s.GENRE].isin(under_explored) & ~ranked[s.TRACK_ID].isin(heard)]
-    pool = pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE)
-    return pool[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].assign(**{s.DISCOVERY: True})
+    heard = np.unique(history[s.TRACK_ID].to_numpy())
+    # At most len(heard) of a genre's top tracks are heard, so its first POOL + len(heard) hold its top POOL unheard.
+    head = EXPLORE_POOL_PER_GENRE + len(heard)
+    parts = []
+    for genre in genres:
+        tracks = ctx.genre_tracks.get(genre)
+        if genre not in under_explored or tracks is None:
+            continue
+        top = {name: values[:head] for name, values in tracks.items()}
+        parts.append(take(top, np.flatnonzero(~np.isin(top[s.TRACK_ID], heard))[:EXPLORE_POOL_PER_GENRE]))
+    pool = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=object)
+            for name in TRACK_COLUMNS[:-1]}
+    pool[s.DISCOVERY] = np.ones(len(pool[s.TRACK_ID]), dtype=bool)
+    return pool
 
 
 PUBLISHED_COLUMNS = [

@@ -5,6 +5,9 @@ from the user's under-explored genres), the rest exploit (the ranker's best, det
 at least `min_discovery_share` never-played tracks; at most `max_tracks_per_artist` per
 artist; no track in two mixes of a user. Every slot records its policy and its propensity:
 the probability this policy had of placing that track there.
+
+The nightly calls this once per user, so the work is done on column arrays (`Columns`) and row
+positions; frames are built once per user at the edge (`rerank_user`) or once per block (the shard).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pipeline.config import RerankConfig
 
 SLOT_COLUMNS = [s.MIX_INDEX, s.POSITION, s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD, s.DISCOVERY, s.POLICY,
                 s.PROPENSITY, s.SCORE]
+TRACK_COLUMNS = [s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD, s.DISCOVERY]
+Columns = dict[str, np.ndarray]  # equal-length column arrays: a frame without the per-operation cost
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,14 @@ def explore_positions(n_explore: int, length: int) -> list[int]:
     return [int((i + 0.5) * length / n_explore) for i in range(n_explore)]
 
 
+def columns(frame: pd.DataFrame, names: list[str]) -> Columns:
+    return {name: frame[name].to_numpy() for name in names}
+
+
+def take(cols: Columns, rows: np.ndarray) -> Columns:
+    return {name: values[rows] for name, values in cols.items()}
+
+
 def _greedy(positions: np.ndarray, artists: np.ndarray, counts: dict[int, int], cap: int, limit: int) -> list[int]:
     """The first `limit` of `positions` (rows of a ranked frame, best first) keeping each artist at most `cap`
     times; updates counts."""
@@ -58,18 +71,17 @@ def _greedy(positions: np.ndarray, artists: np.ndarray, counts: dict[int, int], 
     return chosen
 
 
-def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame | None:
-    """Best-scored candidates under the artist cap, with the discovery quota met.
+def exploit_rows(cols: Columns, config: RerankConfig) -> np.ndarray | None:
+    """Rows of `cols` (distinct tracks, scored) the exploitation slots take, best score first; None when the
+    candidates cannot fill them under the rules.
 
     First the best `required` discoveries; then the best of the rest, holding discoveries to
-    `max_discovery_share` of the mix while familiar candidates last. None when the candidates
-    cannot fill the exploitation slots under the rules. (Works on row positions of the ranked frame:
-    one sort and one take instead of a frame per step.)
+    `max_discovery_share` of the mix while familiar candidates last.
     """
     n_explore, n_exploit, required = slot_counts(config)
     most_discoveries = max(required, math.floor(config.max_discovery_share * config.tracks_per_mix) - n_explore)
-    ranked = candidates.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
-    artists, discovery = ranked[s.ARTIST_ID].to_numpy(), ranked[s.DISCOVERY].to_numpy(dtype=bool)
+    ranked = np.lexsort((cols[s.TRACK_ID], -cols[s.SCORE]))  # score desc, then track id asc
+    artists, discovery = cols[s.ARTIST_ID][ranked], cols[s.DISCOVERY][ranked].astype(bool)
     positions = np.arange(len(ranked))
     cap, counts = config.max_tracks_per_artist, {}
     discoveries = _greedy(positions[discovery], artists, counts, cap, required)
@@ -81,46 +93,107 @@ def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame
     chosen += _greedy(rest, artists, counts, cap, n_exploit - len(chosen))
     if len(chosen) < n_exploit:
         return None
-    # `ranked` is in (score desc, track asc) order and track ids are unique, so sorted positions are that order.
-    return ranked.iloc[np.sort(chosen)].assign(**{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0})
+    return ranked[np.sort(chosen)]  # positions in ranked order are score order
 
 
-def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Sample n distinct artists uniformly from the pool, then one of each artist's tracks uniformly.
+def explore_rows(artist_ids: np.ndarray, track_ids: np.ndarray, n_explore: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sample n distinct artists uniformly from the pool, then one of each artist's tracks uniformly:
+    (rows of the pool, propensities).
 
     Propensity of a placed track = P(its artist drawn) × P(it drawn | artist) = n/A × 1/n_a.
     """
-    if n_explore == 0 or pool.empty:
-        return pool.iloc[0:0].assign(**{s.POLICY: s.POLICY_EXPLORE, s.PROPENSITY: 1.0})
-    pool = pool.sort_values([s.ARTIST_ID, s.TRACK_ID])
-    artists, first, sizes = np.unique(pool[s.ARTIST_ID].to_numpy(), return_index=True, return_counts=True)
+    if n_explore == 0 or len(track_ids) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    order = np.lexsort((track_ids, artist_ids))  # by artist, then track: the draw does not depend on pool order
+    artists, first, sizes = np.unique(artist_ids[order], return_index=True, return_counts=True)
     n = min(n_explore, len(artists))
     drawn = rng.choice(artists, size=n, replace=False)
     where = np.searchsorted(artists, drawn)
-    rows = [int(first[a]) + int(rng.integers(int(sizes[a]))) for a in where]
-    propensity = (n / len(artists)) * (1.0 / sizes[where])
+    rows = np.array([int(first[a]) + int(rng.integers(int(sizes[a]))) for a in where], dtype=np.int64)
+    return order[rows], (n / len(artists)) * (1.0 / sizes[where])
+
+
+def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame | None:
+    """The exploitation picks of `candidates` (distinct tracks) as a frame in score order, policy and propensity
+    set; None when the rules cannot be met (see `exploit_rows`)."""
+    rows = exploit_rows(columns(candidates, [s.TRACK_ID, s.ARTIST_ID, s.DISCOVERY, s.SCORE]), config)
+    if rows is None:
+        return None
+    return candidates.iloc[rows].assign(**{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0})
+
+
+def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -> pd.DataFrame:
+    """`explore_rows` on a frame: the sampled pool rows with their policy and propensity."""
+    rows, propensity = explore_rows(pool[s.ARTIST_ID].to_numpy(), pool[s.TRACK_ID].to_numpy(), n_explore, rng)
     return pool.iloc[rows].assign(**{s.PROPENSITY: propensity, s.POLICY: s.POLICY_EXPLORE})
 
 
-def build_mix(index: int, title: str, exploit: pd.DataFrame, explore: pd.DataFrame,
-              config: RerankConfig) -> MixPlan:
-    """Interleave: exploration at evenly spread positions, exploitation in score order elsewhere."""
-    length = len(exploit) + len(explore)
-    explore_at = set(explore_positions(len(explore), length)) if len(explore) else set()
-    # One concat and one take (row i of `both`: exploit rows, then explore rows), not a concat of single rows.
-    source, next_exploit, next_explore = [], 0, len(exploit)
-    for position in range(length):
-        if position in explore_at:
-            source.append(next_explore)
-            next_explore += 1
-        else:
-            source.append(next_exploit)
-            next_exploit += 1
-    both = pd.concat([exploit, explore], ignore_index=True) if len(explore) else exploit.reset_index(drop=True)
-    slots = both.iloc[source].reset_index(drop=True)
-    slots[s.MIX_INDEX] = index
-    slots[s.POSITION] = np.arange(length)
-    return MixPlan(index=index, title=title, slots=slots[SLOT_COLUMNS])
+def interleave(n_exploit: int, n_explore: int) -> np.ndarray:
+    """Row i of a mix → index into (exploit rows, then explore rows): exploration at evenly spread positions,
+    exploitation in score order elsewhere."""
+    length = n_exploit + n_explore
+    source = np.empty(length, dtype=np.int64)
+    is_explore = np.zeros(length, dtype=bool)
+    if n_explore:
+        is_explore[explore_positions(n_explore, length)] = True
+    source[~is_explore] = np.arange(n_exploit)
+    source[is_explore] = n_exploit + np.arange(n_explore)
+    return source
+
+
+def rerank_columns(candidates: Columns, n_clusters: int, pool: Columns, config: RerankConfig,
+                   rng: np.random.Generator) -> tuple[Columns, list[int]]:
+    """All mixes of one user as SLOT_COLUMNS arrays, and the taste cluster each mix (mix_index 0, 1, ...) is of.
+
+    `candidates`: TRACK_COLUMNS + score, cluster (0..n_clusters-1), already filtered for eligibility.
+    `pool`: TRACK_COLUMNS of never-played tracks of genres the user under-explores. Clusters are filled in
+    order, so the user's main taste gets first pick of contested tracks; mix_index counts published mixes.
+    """
+    n_explore, _, _ = slot_counts(config)
+    placed = np.zeros(0, dtype=np.int64)
+    mixes: list[Columns] = []
+    of_cluster: list[int] = []
+    for cluster in range(n_clusters):
+        if len(mixes) == config.max_mixes:
+            break
+        own = np.flatnonzero((candidates["cluster"] == cluster) & ~np.isin(candidates[s.TRACK_ID], placed))
+        own = own[np.sort(np.unique(candidates[s.TRACK_ID][own], return_index=True)[1])]  # first of each track
+        picked = exploit_rows(take(candidates, own), config)
+        if picked is None:
+            continue
+        exploit = take(candidates, own[picked])
+        open_rows = np.flatnonzero(~np.isin(pool[s.TRACK_ID], np.r_[placed, exploit[s.TRACK_ID]])
+                                   & ~np.isin(pool[s.ARTIST_ID], exploit[s.ARTIST_ID]))
+        drawn, propensity = explore_rows(pool[s.ARTIST_ID][open_rows], pool[s.TRACK_ID][open_rows], n_explore, rng)
+        if len(drawn) < n_explore:
+            continue  # the platform promises its exploration rate; a mix without it is not published
+        mix = _mix_columns(len(mixes), exploit, take(pool, open_rows[drawn]), propensity)
+        placed = np.r_[placed, mix[s.TRACK_ID]]
+        mixes.append(mix)
+        of_cluster.append(cluster)
+    if not mixes:
+        return {name: np.zeros(0, dtype=SLOT_DTYPES[name]) for name in SLOT_COLUMNS}, []
+    return {name: np.concatenate([mix[name] for mix in mixes]) for name in SLOT_COLUMNS}, of_cluster
+
+
+def _mix_columns(index: int, exploit: Columns, explore: Columns, propensity: np.ndarray) -> Columns:
+    n_exploit, n_explore = len(exploit[s.TRACK_ID]), len(explore[s.TRACK_ID])
+    source = interleave(n_exploit, n_explore)
+    mix = {name: np.concatenate([exploit[name], explore[name]])[source] for name in TRACK_COLUMNS}
+    mix[s.DISCOVERY] = mix[s.DISCOVERY].astype(bool)
+    mix[s.POLICY] = np.r_[np.full(n_exploit, s.POLICY_EXPLOIT, dtype=object),
+                          np.full(n_explore, s.POLICY_EXPLORE, dtype=object)][source]
+    mix[s.PROPENSITY] = np.r_[np.ones(n_exploit), propensity][source]
+    mix[s.SCORE] = np.r_[exploit[s.SCORE].astype(float), np.full(n_explore, np.nan)][source]
+    mix[s.MIX_INDEX] = np.full(len(source), index, dtype=np.int64)
+    mix[s.POSITION] = np.arange(len(source), dtype=np.int64)
+    return mix
+
+
+SLOT_DTYPES = {s.MIX_INDEX: "int64", s.POSITION: "int64", s.TRACK_ID: "int64", s.ARTIST_ID: "int64",
+               s.GENRE: "object", s.MOOD: "object", s.DISCOVERY: "bool", s.POLICY: "object",
+               s.PROPENSITY: "float64", s.SCORE: "float64"}
 
 
 def rerank_user(
@@ -130,34 +203,18 @@ def rerank_user(
     config: RerankConfig,
     rng: np.random.Generator,
 ) -> list[MixPlan]:
-    """All mixes of one user.
+    """All mixes of one user, a frame each (`rerank_columns` on frames; titles[i] names cluster i's mix).
 
     `candidates`: track_id, artist_id, genre, mood, discovery, score, cluster (index into titles),
     already filtered for eligibility. `explore_pool`: never-played tracks of genres the user
-    under-explores (same columns but score/cluster unused). Clusters are filled in order, so the
-    user's main taste gets first pick of contested tracks.
+    under-explores (same columns but score/cluster unused).
     """
-    n_explore, _, _ = slot_counts(config)
-    placed: set[int] = set()
-    mixes: list[MixPlan] = []
-    for cluster, title in enumerate(titles):
-        if len(mixes) == config.max_mixes:
-            break
-        own = candidates.loc[(candidates["cluster"] == cluster) & ~candidates[s.TRACK_ID].isin(placed)]
-        exploit = pick_exploit(own.drop_duplicates(s.TRACK_ID), config)
-        if exploit is None:
-            continue
-        taken = placed | set(exploit[s.TRACK_ID].tolist())
-        pool = explore_pool.loc[
-            ~explore_pool[s.TRACK_ID].isin(taken) & ~explore_pool[s.ARTIST_ID].isin(exploit[s.ARTIST_ID])
-        ]
-        explore = pick_explore(pool, n_explore, rng)
-        if len(explore) < n_explore:
-            continue  # the platform promises its exploration rate; a mix without it is not published
-        mix = build_mix(len(mixes), title, exploit, explore.assign(**{s.SCORE: np.nan}), config)
-        placed |= set(mix.slots[s.TRACK_ID].tolist())
-        mixes.append(mix)
-    return mixes
+    cols = columns(candidates, [*TRACK_COLUMNS, s.SCORE, "cluster"])
+    slots, of_cluster = rerank_columns(cols, len(titles), columns(explore_pool, TRACK_COLUMNS), config, rng)
+    frame = pd.DataFrame(slots).astype(SLOT_DTYPES)
+    length = config.tracks_per_mix
+    return [MixPlan(index=i, title=titles[cluster], slots=frame.iloc[i * length:(i + 1) * length].reset_index(
+        drop=True)) for i, cluster in enumerate(of_cluster)]
 
 
 def rule_violations(slots: pd.DataFrame, config: RerankConfig) -> list[str]:
