@@ -27,6 +27,7 @@ import pandas as pd
 
 from pipeline import schema as s
 from pipeline.ann import AnnIndex, AnnoyIndex, VoyagerIndex, exact_top_k, normalise
+from pipeline.compiled_ranker import scorer
 from pipeline.config import BenchConfig, Settings
 from pipeline.embeddings import Embeddings
 from pipeline.features import FEATURE_COLUMNS, TRACK_ROW, USER_ROW, pair_features, track_stats, user_profile
@@ -285,6 +286,24 @@ def scoring_curve(model, features: pd.DataFrame, one_at_a_time: int, sizes: list
             "speedup": single / batched, "batch_curve": curve}
 
 
+def compiled_comparison(model, compiled, features: pd.DataFrame, compile_s: float) -> dict[str, Any]:
+    """The same candidates scored by scikit-learn and by the compiled ranker: µs per candidate, largest difference."""
+    batch = features.iloc[np.arange(6000) % len(features)]
+    timings = {}
+    for name, scoring in (("sklearn", model), ("compiled", compiled)):
+        start = time.process_time()
+        scores = scoring.predict_proba(batch)[:, 1]
+        timings[name] = (1e6 * (time.process_time() - start) / len(batch), scores)
+    return {"compile_s": compile_s, "sklearn_us_per_candidate": timings["sklearn"][0],
+            "compiled_us_per_candidate": timings["compiled"][0],
+            "speedup": timings["sklearn"][0] / timings["compiled"][0],
+            "max_abs_difference": float(np.abs(timings["sklearn"][1] - timings["compiled"][1]).max())}
+
+
+def cache_root(config: BenchConfig, home: Path) -> Path:
+    return Path(config.cache) if config.cache else home / "bench-cache"
+
+
 def projection(ms_per_user: float, ms_per_user_small: float, tracks: int, small_tracks: int) -> dict[str, Any]:
     """Cores for 50M users × 6 mixes in 4 h, here and at 60M tracks (power law through the two catalog sizes)."""
     def cores(ms: float) -> float:
@@ -345,7 +364,11 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     world = synthetic_world(config.tracks, config.users + small_u, config.dim, config.plays_per_user, config.seed)
     log(f"bench: {len(world.events):,} history events; training the ranker on {config.train_rows:,} rows")
     model = train_ranker(world, settings, config.train_rows, config.seed)
-    cache = Path(config.cache) if config.cache else home / "bench-cache"
+    compile_started = time.perf_counter()
+    ranker = scorer(model, config.users, settings.shard.compile_ranker_min_users, cache_root(config, home) / "rankers")
+    compile_s = time.perf_counter() - compile_started
+    log(f"bench: scoring with {'the compiled ranker' if ranker is not model else 'scikit-learn'}")
+    cache = cache_root(config, home)
     log(f"bench: {config.backend} index (cache {cache})")
     build = time.perf_counter()
     index = build_index(world, config.backend, config, cache, config.seed)
@@ -354,7 +377,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     users = world.user_features[s.USER_ID].to_numpy()
     passes = {}
     for name, chosen in (("small", users[:small_u]), ("full", users[small_u:small_u + config.users])):
-        ctx = _context(world, settings, index, model, chosen)
+        ctx = _context(world, settings, index, ranker, chosen)
         path = home / "nightly" / f"shard-{name}.parquet"
         passes[name] = measure_shard(ctx, chosen.tolist(), night, path, f"shard ({name} U)")
         passes[name]["path"] = path
@@ -380,12 +403,14 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     log("bench: scoring curve")
     sample = _sample_features(world, index, model, settings, users[small_u:small_u + 5])
     scoring = scoring_curve(model, sample, config.single_scores, [1, 10, 100, 500, 1000, 6000])
+    if ranker is not model:
+        scoring["compiled"] = compiled_comparison(model, ranker, sample, compile_s)
 
     log(f"bench: catalog growth, {config.tracks // 10:,} tracks")
     small = synthetic_world(config.tracks // 10, config.growth_users, config.dim, config.plays_per_user, config.seed)
     small_index = build_index(small, config.backend, config, cache, config.seed)
     growth_users = small.user_features[s.USER_ID].to_numpy()
-    growth = measure_shard(_context(small, settings, small_index, model, growth_users), growth_users.tolist(),
+    growth = measure_shard(_context(small, settings, small_index, ranker, growth_users), growth_users.tolist(),
                            night, home / "nightly" / "shard-growth.parquet", "shard (growth)")
     growth_ms = 1000 * growth["cpu_s"] / growth["users"]
     shard_ms = 1000 * passes["full"]["cpu_s"] / passes["full"]["users"]
@@ -396,6 +421,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
         "backend": config.backend,
         "index_params": index.params,
         "index_build_s": index_build_s,
+        "scoring_backend": "tl2cgen (compiled)" if ranker is not model else "scikit-learn",
         "peak_rss_mb": max(p["peak_rss_mb"] for p in passes.values()),
         "rss": {name: {k: p[k] for k in ("users", "rss_before_mb", "peak_rss_mb", "peak_reset")}
                 for name, p in passes.items()},
@@ -466,9 +492,16 @@ def summary(result: dict[str, Any]) -> str:
     return (f"{result['users_per_s_per_core']:.1f} users/s/core ({result['total_ms_per_user']:.1f} ms/user; "
             f"{stages})\nrecall@1000 ({result['backend']}) {result['recall_at_1000']:.3f}; retrieval: {backends}\n"
             f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['rss']}); scoring 500 one at a time "
-            f"{result['scoring']['one_at_a_time_ms']:.0f} ms vs batched {result['scoring']['batched_ms']:.1f} ms\n"
+            f"{result['scoring']['one_at_a_time_ms']:.0f} ms vs batched {result['scoring']['batched_ms']:.1f} ms; "
+            f"scoring backend {result['scoring_backend']}{_compiled_note(result['scoring'])}\n"
             f"projection: {p['cores_50M_users_4h']} cores at {result['config']['tracks']:,} tracks, "
             f"{p['cores_50M_users_4h_at_60M_tracks']} at 60M (exponent {p['growth_exponent']:.2f})")
+
+
+def _compiled_note(scoring: dict[str, Any]) -> str:
+    c = scoring.get("compiled")
+    return (f" ({c['compiled_us_per_candidate']:.2f} vs {c['sklearn_us_per_candidate']:.2f} µs/candidate, "
+            f"{c['speedup']:.1f}x, compiled in {c['compile_s']:.0f} s)") if c else ""
 
 
 def default_home() -> Path:

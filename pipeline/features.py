@@ -165,9 +165,9 @@ def pair_features(
         {
             "genre_affinity": _pick(users["genre_affinity"], user_row, meta[s.GENRE], vocabulary(catalog, s.GENRE)),
             "mood_affinity": _pick(users["mood_affinity"], user_row, meta[s.MOOD], vocabulary(catalog, s.MOOD)),
-            "user_log_plays": np.log1p(_numeric(users["plays"])[user_row]),
-            "user_skip_rate": _numeric(users["skip_rate"])[user_row],
-            "user_completion": _numeric(users["completion"])[user_row],
+            "user_log_plays": np.log1p(_at(_numeric(users["plays"]), user_row)),
+            "user_skip_rate": _at(_numeric(users["skip_rate"]), user_row),
+            "user_completion": _at(_numeric(users["completion"]), user_row),
             "track_log_plays": np.log1p(_numeric(tracks["plays"])[track_row]),
             "track_skip_rate": _numeric(tracks["skip_rate"])[track_row],
             "track_age_years": np.nan_to_num(age_years.astype("float64"), nan=0.0),
@@ -177,6 +177,12 @@ def pair_features(
         }
     )
     return frame[list(FEATURE_COLUMNS)]
+
+
+def _at(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[rows], NaN where the row is -1 (no feature row: a user without a profile), never the last row."""
+    picked = values[np.maximum(rows, 0)] if len(values) else np.full(len(rows), np.nan)
+    return np.where(rows >= 0, picked, np.nan)
 
 
 def _numeric(column: pd.Series) -> np.ndarray:
@@ -190,7 +196,7 @@ def _pick(vectors: pd.Series, rows: np.ndarray, labels: pd.Series, vocab: list[s
     matrix = np.vstack([missing if _is_null(v) else np.asarray(v, dtype=np.float64) for v in vectors]
                        or [missing]).reshape(-1, width)
     column = labels.astype(str).map({name: i for i, name in enumerate(vocab)}).to_numpy(dtype="int64")
-    return matrix[rows, column]
+    return np.where(rows >= 0, matrix[np.maximum(rows, 0), column], np.nan)
 
 
 def _is_null(value) -> bool:

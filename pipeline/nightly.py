@@ -21,6 +21,7 @@ from pipeline import feature_store as fs
 from pipeline import registry
 from pipeline import schema as s
 from pipeline.ann import AnnIndex, load_index
+from pipeline.compiled_ranker import scorer
 from pipeline.config import Settings
 from pipeline.embeddings import Embeddings
 from pipeline.features import TRACK_ROW, USER_ROW, pair_features, vocabulary, window_days
@@ -104,14 +105,17 @@ class ShardContext:
         self.genres = vocabulary(self.catalog, s.GENRE)
         # History sorted by user (stable): a user's rows are one slice found by binary search, no per-user frames.
         order = np.argsort(self.history[s.USER_ID].to_numpy(), kind="stable")
-        self.history = self.history.iloc[order].reset_index(drop=True)
-        self.history_users = self.history[s.USER_ID].to_numpy()
+        history = self.history.iloc[order]
+        self.history_users = history[s.USER_ID].to_numpy()
         recent = window_days(self.day, self.settings.retrieval.recent_days)
-        self.recent_window = (pd.Timestamp(recent[0], tz="UTC"),
-                              pd.Timestamp(recent[-1], tz="UTC") + pd.Timedelta(days=1))
+        start, end = pd.Timestamp(recent[0], tz="UTC"), pd.Timestamp(recent[-1], tz="UTC") + pd.Timedelta(days=1)
+        skipped = history[s.SKIPPED].to_numpy(dtype=bool)
+        self.history_columns = {s.TRACK_ID: history[s.TRACK_ID].to_numpy(dtype=np.int64), s.SKIPPED: skipped,
+                                # completed plays inside the taste window (what taste clusters are built from)
+                                "recent_play": ~skipped & ((history[s.TS] >= start) & (history[s.TS] < end)).to_numpy()}
         # Catalog columns by position: a per-user join with the whole catalog cost more than everything else.
         self.catalog_index = pd.Index(self.catalog[s.TRACK_ID].to_numpy())
-        self.meta = self.catalog[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].reset_index(drop=True)
+        self.meta = columns(self.catalog, [s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD])
         plays = self.catalog[s.TRACK_ID].map(self.tracks.set_index(s.TRACK_ID)["plays"]).astype(float).fillna(0.0)
         by_popularity = self.catalog.assign(_plays=plays.to_numpy()).sort_values(
             ["_plays", s.TRACK_ID], ascending=[False, True])
@@ -119,10 +123,11 @@ class ShardContext:
         self.genre_tracks = {str(genre): columns(rows, TRACK_COLUMNS[:-1])
                              for genre, rows in by_popularity.groupby(s.GENRE, sort=False)}
 
-    def user_history(self, user: int) -> pd.DataFrame:
+    def user_history(self, user: int) -> Columns:
+        """The user's events in the history window: track_id, skipped, recent_play."""
         lo = int(np.searchsorted(self.history_users, user, side="left"))
         hi = int(np.searchsorted(self.history_users, user, side="right"))
-        return self.history.iloc[lo:hi]
+        return {name: values[lo:hi] for name, values in self.history_columns.items()}
 
 
 def score_shard(settings: Settings, plan_path: str, shard: int) -> str:
@@ -179,6 +184,7 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
     embeddings = Embeddings.load(directory / "embeddings.npz")
     model = registry.load_model(settings, registry.ModelRef(night["model_name"], night["model_version"],
                                                             night["model_run_id"]))
+    model = scorer(model, len(users), settings.shard.compile_ranker_min_users, layout.compiled_rankers)
     history = read_raw_events(layout, window_days(day, settings.training.window_days * 2))
     history = history.loc[history[s.USER_ID].isin(users)]
     store = fs.feature_store(settings)
@@ -210,10 +216,10 @@ def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageC
         return _slots_frame(ctx, night, mixes)
 
 
-def _rerank(ctx: ShardContext, user: int, clusters: list[TasteCluster], candidates: pd.DataFrame,
-            history: pd.DataFrame, scores: np.ndarray) -> tuple[int, Columns, list[str]]:
+def _rerank(ctx: ShardContext, user: int, clusters: list[TasteCluster], candidates: Columns,
+            history: Columns, scores: np.ndarray) -> tuple[int, Columns, list[str]]:
     """One user's mixes: (user, slot columns, title of each mix)."""
-    cols = {**columns(candidates, [*TRACK_COLUMNS, "cluster"]), s.SCORE: scores}
+    cols = {**candidates, s.SCORE: scores}
     rng = np.random.default_rng([ctx.settings.seed, int(ctx.day.replace("-", "")), user])
     slots, of_cluster = rerank_columns(cols, len(clusters), _explore_pool(ctx, user, history), ctx.settings.rerank,
                                        rng)
@@ -238,18 +244,16 @@ def _slots_frame(ctx: ShardContext, night: dict, mixes: list[tuple[int, Columns,
     return frame[PUBLISHED_COLUMNS].astype(DTYPES)
 
 
-def _clusters(ctx: ShardContext, history: pd.DataFrame, user: int) -> list[TasteCluster]:
-    start, end = ctx.recent_window
-    ts = history[s.TS]
-    recent = history.loc[~history[s.SKIPPED] & (ts >= start) & (ts < end)]
-    rows = ctx.catalog_index.get_indexer(recent[s.TRACK_ID].to_numpy())
-    plays = ctx.meta.iloc[rows[rows >= 0]][[s.TRACK_ID, s.GENRE, s.MOOD]].reset_index(drop=True)
+def _clusters(ctx: ShardContext, history: Columns, user: int) -> list[TasteCluster]:
+    rows = ctx.catalog_index.get_indexer(history[s.TRACK_ID][history["recent_play"]])
     _, item_factors, _, item_row = ctx.factors
-    return taste_clusters(plays, item_factors, item_row, ctx.settings.rerank, ctx.settings.seed)
+    return taste_clusters(take(ctx.meta, rows[rows >= 0]), item_factors, item_row, ctx.settings.rerank,
+                          ctx.settings.seed)
 
 
-def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: pd.DataFrame) -> pd.DataFrame:
-    """ANN neighbours of each cluster's query, minus tracks the user keeps skipping.
+def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: Columns) -> Columns:
+    """ANN neighbours of each cluster's query, minus tracks the user keeps skipping: TRACK_COLUMNS, cluster and
+    retrieval_score.
 
     Cheap first pass: per cluster only the `shard.rank_per_cluster` never-played candidates with the best
     retrieval score reach the ranker (tracks the user knows always do, so a mix can still be mostly favourites).
@@ -260,14 +264,13 @@ def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: pd.Dat
     similarity = np.concatenate([sim for _, sim in found])
     cluster = np.repeat(np.arange(len(found)), [len(ids) for ids, _ in found])
     rows = ctx.catalog_index.get_indexer(track_ids)
-    keep = (rows >= 0) & ~np.isin(track_ids, np.fromiter(_disliked(history), dtype=np.int64))
-    known = np.isin(track_ids, history[s.TRACK_ID].to_numpy())
+    heard = history[s.TRACK_ID]
+    keep = (rows >= 0) & ~np.isin(track_ids, _disliked(heard, history[s.SKIPPED]))
+    known = np.isin(track_ids, heard)
     keep &= known | _rank_within(cluster, keep & ~known) < ctx.settings.shard.rank_per_cluster
-    meta = ctx.meta.iloc[rows[keep]].reset_index(drop=True)
-    return pd.DataFrame({
-        s.TRACK_ID: track_ids[keep], "cluster": cluster[keep], "retrieval_score": similarity[keep],
-        s.ARTIST_ID: meta[s.ARTIST_ID], s.GENRE: meta[s.GENRE], s.MOOD: meta[s.MOOD], s.DISCOVERY: ~known[keep],
-    })
+    meta = take(ctx.meta, rows[keep])
+    return {s.TRACK_ID: track_ids[keep], "cluster": cluster[keep], "retrieval_score": similarity[keep],
+            s.ARTIST_ID: meta[s.ARTIST_ID], s.GENRE: meta[s.GENRE], s.MOOD: meta[s.MOOD], s.DISCOVERY: ~known[keep]}
 
 
 def _rank_within(groups: np.ndarray, counted: np.ndarray) -> np.ndarray:
@@ -279,39 +282,40 @@ def _rank_within(groups: np.ndarray, counted: np.ndarray) -> np.ndarray:
     return np.where(counted, ranks, 0)
 
 
-def _disliked(history: pd.DataFrame) -> set[int]:
+def _disliked(tracks: np.ndarray, skipped: np.ndarray) -> np.ndarray:
     """Tracks skipped at least twice and never played through: not eligible."""
-    per_track = history.groupby(s.TRACK_ID)[s.SKIPPED].agg(["sum", "all"])
-    return set(per_track.index[(per_track["sum"] >= 2) & per_track["all"]].tolist())
+    ids, of_event = np.unique(tracks, return_inverse=True)
+    skips = np.bincount(of_event, weights=skipped, minlength=len(ids))
+    return ids[(skips >= 2) & (skips == np.bincount(of_event, minlength=len(ids)))]
 
 
-def _block_features(ctx: ShardContext, work: list[tuple[int, pd.DataFrame]]) -> tuple[pd.DataFrame, list[np.ndarray]]:
+def _block_features(ctx: ShardContext, work: list[tuple[int, Columns]]) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Ranker inputs for every (user, distinct candidate) of a block in one `pair_features` call, and per user
     the feature row of each candidate (a track several clusters retrieved is scored once)."""
-    pairs, rows, offset = [], [], 0
+    users, tracks, known, rows, offset = [], [], [], [], 0
     for user, candidates in work:
-        codes, tracks = pd.factorize(candidates[s.TRACK_ID])
-        first = np.unique(codes, return_index=True)[1]
-        pairs.append(pd.DataFrame({
-            s.USER_ID: user,
-            s.TRACK_ID: tracks.to_numpy(),
-            "known": ~candidates[s.DISCOVERY].to_numpy()[first],
-            USER_ROW: int(ctx.user_row.get(user, -1)),
-            TRACK_ROW: ctx.track_row.reindex(tracks).to_numpy(),
-        }))
+        distinct, first, codes = np.unique(candidates[s.TRACK_ID], return_index=True, return_inverse=True)
+        users.append(np.full(len(distinct), user, dtype=np.int64))
+        tracks.append(distinct)
+        known.append(~candidates[s.DISCOVERY][first])
         rows.append(codes + offset)
-        offset += len(tracks)
-    block = pd.concat(pairs, ignore_index=True)
+        offset += len(distinct)
+    block_users, block_tracks = np.concatenate(users), np.concatenate(tracks)
+    block = pd.DataFrame({
+        s.USER_ID: block_users, s.TRACK_ID: block_tracks, "known": np.concatenate(known),
+        USER_ROW: ctx.user_row.reindex(block_users).fillna(-1).to_numpy(dtype=np.int64),
+        TRACK_ROW: ctx.track_row.reindex(block_tracks).to_numpy(),
+    })
     return pair_features(block, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day), rows
 
 
-def _features(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> pd.DataFrame:
+def _features(ctx: ShardContext, user: int, candidates: Columns) -> pd.DataFrame:
     """Ranker inputs of one user's candidates, a row per candidate (the benchmark's scoring curve uses it)."""
     features, (rows,) = _block_features(ctx, [(user, candidates)])
     return features.iloc[rows].reset_index(drop=True)
 
 
-def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> Columns:
+def _explore_pool(ctx: ShardContext, user: int, history: Columns) -> Columns:
     """Never-played, most-played tracks of the genres the user listens to least (EXPLORE_POOL_PER_GENRE each)."""
     genres = ctx.genres
     row = ctx.user_row.get(user)
@@ -319,7 +323,7 @@ def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> Column
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
     order = np.argsort(affinity, kind="stable")
     under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
-    heard = np.unique(history[s.TRACK_ID].to_numpy())
+    heard = np.unique(history[s.TRACK_ID])
     # At most len(heard) of a genre's top tracks are heard, so its first POOL + len(heard) hold its top POOL unheard.
     head = EXPLORE_POOL_PER_GENRE + len(heard)
     parts = []

@@ -57,6 +57,11 @@ class Layout:
     def indexes(self) -> Path:
         return self.home / "indexes"
 
+    @property
+    def compiled_rankers(self) -> Path:
+        """Node-local cache of rankers compiled to native code, keyed by model content (safe to delete)."""
+        return self.home / "cache" / "compiled-rankers"
+
     def nightly(self, day: str) -> Path:
         return self.home / "nightly" / f"date={day}"
 

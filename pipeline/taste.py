@@ -94,19 +94,18 @@ def _lloyd(points: np.ndarray, squared: np.ndarray, weights: np.ndarray, centres
     return labels, inertia
 
 
-def taste_clusters(
-    plays: pd.DataFrame, item_vectors: np.ndarray, item_row: dict[int, int], config: RerankConfig, seed: int
-) -> list[TasteCluster]:
+def taste_clusters(plays: pd.DataFrame | dict[str, np.ndarray], item_vectors: np.ndarray, item_row: dict[int, int],
+                   config: RerankConfig, seed: int) -> list[TasteCluster]:
     """Weighted k-means over the embeddings of the tracks a user completed recently (weight = plays).
 
-    `plays` has track_id, genre, mood (one row per completed play). Largest cluster first.
+    `plays` has track_id, genre, mood columns (one row per completed play). Largest cluster first.
     """
-    tracks = plays[s.TRACK_ID].to_numpy()
+    tracks = np.asarray(plays[s.TRACK_ID])
     # Membership by dict lookup: `isin(item_row.keys())` would hash the whole catalog on every call.
     known = np.fromiter((int(t) in item_row for t in tracks), dtype=bool, count=len(tracks))
     if not known.any():
         return []
-    tracks, genres, moods = tracks[known], plays[s.GENRE].to_numpy()[known], plays[s.MOOD].to_numpy()[known]
+    tracks, genres, moods = tracks[known], np.asarray(plays[s.GENRE])[known], np.asarray(plays[s.MOOD])[known]
     distinct, of_play, counts = np.unique(tracks, return_inverse=True, return_counts=True)
     vectors = normalise(item_vectors[[item_row[int(t)] for t in distinct]])
     k = number_of_clusters(genres, config, len(distinct))

@@ -243,3 +243,14 @@ def test_pair_features_without_factors_score_zero(feature_inputs, catalog) -> No
     features = pair_features(pairs, users, tracks, catalog, None, DAY)
     assert features["als_score"].tolist() == [0.0]
     assert features["genre_affinity"].iloc[0] == pytest.approx(2.1 / 3.3, rel=1e-6)
+
+
+def test_pair_features_user_row_minus_one_means_no_profile(feature_inputs, catalog) -> None:
+    """A pair whose user has no feature row (USER_ROW -1) gets the no-profile NaNs, not the last row's values."""
+    users, tracks, factors = feature_inputs
+    pairs = pd.DataFrame({s.USER_ID: [77, 77], s.TRACK_ID: [2, 3], "known": [False, False], USER_ROW: [-1, -1],
+                          TRACK_ROW: [1, 2]})
+    features = pair_features(pairs, users.iloc[:3], tracks, catalog, factors, DAY)  # last row: a real profile
+    for column in ("genre_affinity", "mood_affinity", "user_log_plays", "user_skip_rate", "user_completion"):
+        assert features[column].isna().all(), column
+    assert features["track_log_plays"].notna().all()
