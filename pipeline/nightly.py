@@ -29,7 +29,17 @@ from pipeline.indexing import index_dir, index_for_model
 from pipeline.ingest import read_raw_events
 from pipeline.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.paths import Layout
-from pipeline.rerank import SLOT_COLUMNS, TRACK_COLUMNS, Columns, columns, rerank_columns, take
+from pipeline.rerank import (
+    SLOT_COLUMNS,
+    TRACK_COLUMNS,
+    Columns,
+    columns,
+    explore_genres,
+    genre_similarity,
+    nearest_pool,
+    rerank_columns,
+    take,
+)
 from pipeline.taste import TasteCluster, taste_clusters
 from pipeline.world import read_world
 
@@ -122,6 +132,10 @@ class ShardContext:
         # Per genre, its tracks most played first, as columns (the explore pool is cut from their heads).
         self.genre_tracks = {str(genre): columns(rows, TRACK_COLUMNS[:-1])
                              for genre, rows in by_popularity.groupby(s.GENRE, sort=False)}
+        # Which genres sit next to which in the item embedding: exploration draws from a user's neighbours.
+        embedded = pd.Index(self.embeddings.track_ids).get_indexer(self.catalog[s.TRACK_ID].to_numpy())
+        self.genre_neighbours = genre_similarity(self.embeddings.item_factors[embedded[embedded >= 0]],
+                                                 self.catalog[s.GENRE].to_numpy()[embedded >= 0], self.genres)
 
     def user_history(self, user: int) -> Columns:
         """The user's events in the history window: track_id, skipped, recent_play."""
@@ -222,7 +236,7 @@ def _rerank(ctx: ShardContext, user: int, clusters: list[TasteCluster], candidat
     cols = {**candidates, s.SCORE: scores}
     rng = np.random.default_rng([ctx.settings.seed, int(ctx.day.replace("-", "")), user])
     slots, of_cluster = rerank_columns(cols, len(clusters), _explore_pool(ctx, user, history), ctx.settings.rerank,
-                                       rng)
+                                       rng, [c.genre for c in clusters])
     return user, slots, [clusters[c].title for c in of_cluster]
 
 
@@ -316,27 +330,27 @@ def _features(ctx: ShardContext, user: int, candidates: Columns) -> pd.DataFrame
 
 
 def _explore_pool(ctx: ShardContext, user: int, history: Columns) -> Columns:
-    """Never-played, most-played tracks of the genres the user listens to least (EXPLORE_POOL_PER_GENRE each)."""
+    """Never-played, most-played tracks (EXPLORE_POOL_PER_GENRE per genre) of the genres next to the user's taste
+    that have no mix yet (`rerank.explore_genres`, narrowed by `rerank.nearest_pool`)."""
     genres = ctx.genres
     row = ctx.user_row.get(user)
     vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
-    order = np.argsort(affinity, kind="stable")
-    under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
+    nearest = explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank)
     heard = np.unique(history[s.TRACK_ID])
     # At most len(heard) of a genre's top tracks are heard, so its first POOL + len(heard) hold its top POOL unheard.
     head = EXPLORE_POOL_PER_GENRE + len(heard)
     parts = []
     for genre in genres:
         tracks = ctx.genre_tracks.get(genre)
-        if genre not in under_explored or tracks is None:
+        if genre not in nearest or tracks is None:
             continue
         top = {name: values[:head] for name, values in tracks.items()}
         parts.append(take(top, np.flatnonzero(~np.isin(top[s.TRACK_ID], heard))[:EXPLORE_POOL_PER_GENRE]))
     pool = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=object)
             for name in TRACK_COLUMNS[:-1]}
     pool[s.DISCOVERY] = np.ones(len(pool[s.TRACK_ID]), dtype=bool)
-    return pool
+    return nearest_pool(pool, nearest, ctx.settings.rerank)
 
 
 PUBLISHED_COLUMNS = [

@@ -11,9 +11,14 @@ import pytest
 from pipeline import schema as s
 from pipeline.config import RerankConfig
 from pipeline.rerank import (
+    EXPLORE_ARTISTS_PER_SLOT,
     SLOT_COLUMNS,
     MixPlan,
+    columns,
+    explore_genres,
     explore_positions,
+    genre_similarity,
+    nearest_pool,
     pick_exploit,
     pick_explore,
     rerank_user,
@@ -42,18 +47,18 @@ def quota_candidates(candidate_factory) -> pd.DataFrame:
     )
 
 
-# Under the cap of 2 per artist the best familiar tracks are the first two of artists 1..12; the quota takes the
-# three best discoveries although every familiar track outscores them.
-QUOTA_FAMILIAR = [3 * a + k for a in range(12) for k in (1, 2)]
-QUOTA_EXPLOIT = [*QUOTA_FAMILIAR, 101, 102, 103]
+# The quota takes the six best discoveries (20% of 30) although every familiar track outscores them; the other
+# 21 exploit slots take, under the cap of 2 per artist, the first two tracks of artists 1..10 and track 31.
+QUOTA_FAMILIAR = [*(3 * a + k for a in range(10) for k in (1, 2)), 31]
+QUOTA_EXPLOIT = [*QUOTA_FAMILIAR, *range(101, 107)]
 
 
 # --- slot arithmetic ----------------------------------------------------------------------------------------------
 
 
 def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
-    # 3 explore + 27 exploit; 6 discoveries (20% of 30) required, 3 of them already covered by explore slots.
-    assert slot_counts(rerank_config) == (3, 27, 3)
+    # 3 explore + 27 exploit; the exploit slots hold the 6 discoveries (20% of 30), exploration comes on top.
+    assert slot_counts(rerank_config) == (3, 27, 6)
 
 
 @pytest.mark.parametrize(
@@ -61,9 +66,10 @@ def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
     [
         ({"exploration_rate": 0.0}, (0, 30, 6)),
         ({"min_discovery_share": 0.0}, (3, 27, 0)),
-        ({"min_discovery_share": 0.05}, (3, 27, 0)),  # 1.5 → 2 discoveries, both covered by exploration
-        ({"tracks_per_mix": 10}, (1, 9, 1)),
-        ({"exploration_rate": 0.5}, (15, 15, 0)),
+        ({"min_discovery_share": 0.05}, (3, 27, 2)),  # 1.5 → 2 discoveries
+        ({"tracks_per_mix": 10}, (1, 9, 2)),
+        ({"exploration_rate": 0.5}, (15, 15, 6)),
+        ({"exploration_rate": 0.9}, (27, 3, 3)),  # the quota cannot ask for more than the exploitation slots
     ],
 )
 def test_slot_counts_other_settings(update: dict, expected: tuple[int, int, int]) -> None:
@@ -75,6 +81,65 @@ def test_explore_positions_are_evenly_spread() -> None:
     assert explore_positions(1, 30) == [15]
     assert explore_positions(2, 10) == [2, 7]
     assert explore_positions(0, 30) == []
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.2, 0.3])
+def test_exploration_adds_discoveries_on_top_of_the_quota(quota_candidates, wide_explore_pool, epsilon, rng) -> None:
+    # Familiar tracks outscore every discovery, so the exploit slots hold exactly the quota (6) and every explore
+    # slot is one more discovery: 6, 9, 12, 15 of 30 — more exploration, more discovery.
+    config = RerankConfig(exploration_rate=epsilon)
+    (mix,) = rerank_user(quota_candidates, ["Rock"], wide_explore_pool, config, rng)
+    assert int(mix.slots[s.DISCOVERY].sum()) == 6 + round(30 * epsilon)
+
+
+# --- exploration: which genres ------------------------------------------------------------------------------------
+
+GENRES = ["rock", "pop", "jazz", "metal", "folk"]
+
+
+def test_genre_similarity_is_the_cosine_of_genre_centroids() -> None:
+    # rock and metal tracks point along x, jazz along y, folk halfway; pop has no embedded track.
+    vectors = np.array([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    genres = np.array(["rock", "rock", "jazz", "metal", "folk", "folk"])
+    similarity = genre_similarity(vectors, genres, GENRES)
+    # folk's centroid: (1, 1)/√2 + (-1, 0) = (1/√2 - 1, 1/√2), unit → cos with x < 0 (clipped), with y = 0.924
+    folk = np.array([1 / np.sqrt(2) - 1, 1 / np.sqrt(2)])
+    folk_y = folk[1] / np.linalg.norm(folk)
+    expected = np.array([
+        [1, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0],
+        [0, 0, 1, 0, folk_y],
+        [1, 0, 0, 1, 0],
+        [0, 0, folk_y, 0, 1],
+    ])
+    np.testing.assert_allclose(similarity, expected, atol=1e-12)
+
+
+def test_explore_genres_are_the_users_genres_without_a_mix_then_the_nearest() -> None:
+    # The user plays rock (mix) and jazz (mix); folk had some plays (0.05 < 8%: no mix); pop and metal none.
+    own = np.array([0.60, 0.01, 0.33, 0.01, 0.05])
+    neighbours = np.eye(5)
+    neighbours[0, 3] = neighbours[3, 0] = 0.9  # metal sits next to rock; pop next to nothing
+    assert explore_genres(own, neighbours, GENRES, RerankConfig()) == ["folk", "metal", "pop"]
+
+
+def test_explore_genres_without_any_plays_follow_the_vocabulary() -> None:
+    assert explore_genres(np.full(5, 0.0), np.eye(5), GENRES, RerankConfig()) == GENRES
+
+
+def test_nearest_pool_takes_the_first_genres_and_widens_until_enough_artists(explore_factory) -> None:
+    config = RerankConfig()  # 3 explore slots → at least 12 artists; explore_genres = 2
+    need = EXPLORE_ARTISTS_PER_SLOT * 3
+    folk = explore_factory({a: 2 for a in range(need)}, genre="folk")
+    metal = explore_factory({100 + a: 1 for a in range(5)}, first_track=91_000, genre="metal")
+    pop = explore_factory({200: 3}, first_track=92_000, genre="pop")
+    pool = pd.concat([pop, metal, folk], ignore_index=True)
+    wide = nearest_pool(columns(pool, list(pool.columns)), ["folk", "metal", "pop"], config)
+    assert sorted(set(wide[s.GENRE])) == ["folk", "metal"]  # two genres, already ≥ 12 artists
+    assert len(wide[s.TRACK_ID]) == 2 * need + 5
+    without_folk = pool.loc[pool[s.GENRE] != "folk"]
+    few = nearest_pool(columns(without_folk, list(pool.columns)), ["folk", "metal", "pop"], config)
+    assert sorted(set(few[s.GENRE])) == ["metal", "pop"]  # 6 artists < 12: every genre in the ranking is taken
 
 
 # --- exploitation: the known best picks ---------------------------------------------------------------------------
@@ -90,7 +155,7 @@ def test_exploit_picks_the_best_under_artist_cap_and_discovery_quota(quota_candi
 
 def test_discoveries_are_held_to_max_share_while_familiar_tracks_last(candidate_factory, rerank_config) -> None:
     # Discoveries 101..140 outscore familiar 1..30; all artists distinct. Unconstrained, the top 27 would be all
-    # discoveries; the soft cap keeps the mix at 50%: 12 exploit discoveries + 3 explore = 15 of 30.
+    # discoveries; the soft cap holds the exploit slots to 15 discoveries (50% of the mix), exploration on top.
     familiar, found = np.arange(1, 31), np.arange(101, 141)
     candidates = candidate_factory(
         np.r_[familiar, found], np.r_[familiar, found], np.r_[10.0 - familiar / 100, 100.0 - found / 100],
@@ -98,7 +163,7 @@ def test_discoveries_are_held_to_max_share_while_familiar_tracks_last(candidate_
     )
     exploit = pick_exploit(candidates, rerank_config)
     assert exploit is not None
-    assert exploit[s.TRACK_ID].tolist() == [*range(101, 113), *range(1, 16)]
+    assert exploit[s.TRACK_ID].tolist() == [*range(101, 116), *range(1, 13)]
 
 
 def test_discoveries_fill_in_when_familiar_tracks_run_out(candidate_factory, rerank_config) -> None:
@@ -110,6 +175,25 @@ def test_discoveries_fill_in_when_familiar_tracks_run_out(candidate_factory, rer
     exploit = pick_exploit(candidates, rerank_config)
     assert exploit is not None
     assert sorted(exploit[s.TRACK_ID]) == [*range(1, 6), *range(101, 123)]
+
+
+def test_the_mix_genre_outranks_better_scored_other_genres(candidate_factory, rerank_config) -> None:
+    # 20 rock tracks (1..20, 8 of them discoveries) outscore 40 jazz tracks (101..140, every 5th a discovery);
+    # all artists distinct. A jazz mix takes the jazz tracks first: 27 of 40 with the 6 quota discoveries (the best
+    # 6 jazz discoveries: 101, 106, ..., 126) and the 21 best familiar jazz tracks; no rock at all. Without a genre,
+    # rock comes first. Either way the result is in score order.
+    rock_ids, jazz_ids = np.arange(1, 21), np.arange(101, 141)
+    rock = candidate_factory(rock_ids, rock_ids, 100.0 - rock_ids, rock_ids <= 8, genre="rock")
+    jazz = candidate_factory(jazz_ids, jazz_ids, 50.0 - jazz_ids / 10, (jazz_ids - 101) % 5 == 0, genre="jazz")
+    both = pd.concat([rock, jazz], ignore_index=True)
+    jazz_mix = pick_exploit(both, rerank_config, genre="jazz")
+    assert jazz_mix is not None
+    familiar_jazz = [t for t in jazz_ids if (t - 101) % 5][:21]
+    assert jazz_mix[s.TRACK_ID].tolist() == sorted([*range(101, 127, 5), *familiar_jazz])
+    assert (jazz_mix[s.GENRE] == "jazz").all()
+    anything = pick_exploit(both, rerank_config)
+    assert anything is not None
+    assert anything[s.TRACK_ID].tolist()[:20] == rock_ids.tolist()
 
 
 def test_exploit_is_none_when_the_artist_cap_leaves_too_few(candidate_factory, rerank_config) -> None:
@@ -162,7 +246,7 @@ def test_mix_interleaves_exploration_into_exploit_score_order(quota_candidates, 
     assert exploit[s.TRACK_ID].tolist() == QUOTA_EXPLOIT
     assert (exploit[s.POLICY] == s.POLICY_EXPLOIT).all()
     assert (slots.loc[slots[s.POSITION].isin(EXPLORE_AT), s.POLICY] == s.POLICY_EXPLORE).all()
-    assert slots[s.DISCOVERY].sum() == 6  # exactly the 20% minimum: 3 quota discoveries + 3 explore
+    assert slots[s.DISCOVERY].sum() == 9  # the 20% minimum in the exploit slots, and the 3 explore slots on top
 
 
 def test_contested_tracks_go_to_the_first_cluster(candidate_factory, wide_explore_pool, rerank_config, rng) -> None:
@@ -348,7 +432,7 @@ def test_rerank_user_explore_propensity_is_the_placement_probability(candidate_f
     # mix already exploits: they are out, leaving 5 artists with 1, 2, 3, 4, 1 tracks → propensity 3/5 x 1/n_a.
     config = RerankConfig(tracks_per_mix=10, exploration_rate=0.3)
     ids = np.arange(1, 8)
-    candidates = candidate_factory(ids, ids, 10.0 - ids, np.zeros(7, bool))
+    candidates = candidate_factory(ids, ids, 10.0 - ids, np.isin(ids, [6, 7]))  # the quota: 2 discoveries
     eligible = explore_factory({901: 1, 902: 2, 903: 3, 904: 4, 905: 1})
     pool = pd.concat([eligible, explore_factory({1: 2, 2: 1}, first_track=95_000)], ignore_index=True)
     size = eligible.groupby(s.ARTIST_ID)[s.TRACK_ID].transform("size")

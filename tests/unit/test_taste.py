@@ -107,35 +107,22 @@ def test_title_format() -> None:
     assert TasteCluster(np.ones(2), 1.0, "hip-hop", "energetic").title == "Hip-Hop · energetic"
 
 
-def test_weighted_kmeans_matches_sklearn_inertia(rng) -> None:
-    """Known answer: on separated blobs our k-means finds sklearn's partition (same weighted inertia ± 1%)."""
-    from sklearn.cluster import KMeans
-
-    from pipeline.taste import weighted_kmeans
-
-    centres = rng.normal(size=(5, 16)) * 4
-    points = np.vstack([c + rng.normal(size=(40, 16)) for c in centres])
-    weights = rng.integers(1, 6, len(points)).astype(float)
-
-    def inertia(labels: np.ndarray) -> float:
-        return sum(float(weights[labels == c] @ ((points[labels == c] - np.average(
-            points[labels == c], axis=0, weights=weights[labels == c])) ** 2).sum(axis=1)) for c in np.unique(labels))
-
-    ours = weighted_kmeans(points, weights, 5, seed=3)
-    theirs = KMeans(n_clusters=5, random_state=3, n_init=4).fit_predict(points, sample_weight=weights)
-    assert len(np.unique(ours)) == 5
-    assert inertia(ours) == pytest.approx(inertia(theirs), rel=0.01)
-    np.testing.assert_array_equal(ours, weighted_kmeans(points, weights, 5, seed=3))  # seeded: deterministic
-
-
-def test_weighted_kmeans_edge_cases() -> None:
-    """Two tight pairs far apart are the two clusters whatever the weights; k = 1 is one cluster; k ≥ n gives each
-    point its own."""
-    from pipeline.taste import weighted_kmeans
-
-    points = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [10.1, 0.0]])
-    weights = np.array([9.0, 1.0, 1.0, 1.0])
-    labels = weighted_kmeans(points, weights, 2, seed=0)
-    assert labels[0] == labels[1] != labels[2] == labels[3]
-    assert (weighted_kmeans(points, weights, 1, seed=0) == 0).all()
-    np.testing.assert_array_equal(weighted_kmeans(points, weights, 4, seed=0), np.arange(4))
+def test_clusters_start_one_per_genre_so_a_smaller_genre_keeps_its_mix(rng) -> None:
+    # Jazz (80% of plays) comes in two tight mood groups far apart (e0 and e1); blues (20%) sits between them but
+    # closer to jazz-e0. k = 2 (two genres ≥ 8%). 2-means — even started at the two genre centroids — ends with
+    # jazz-e0 + blues vs jazz-e1, leaving blues without a mix; clusters by genre give jazz and blues.
+    vectors, rows, item_row = [], [], {}
+    for track in range(30):
+        if track < 12:
+            direction, genre, plays = np.array([1.0, 0.0, 0.0]), "jazz", 6
+        elif track < 24:
+            direction, genre, plays = np.array([0.0, 1.0, 0.0]), "jazz", 6
+        else:
+            direction, genre, plays = np.array([0.8, 0.3, 0.52]), "blues", 6
+        vectors.append(direction + rng.normal(0, 0.01, 3))
+        item_row[track] = track
+        rows += [(track, genre, "calm")] * plays
+    plays = pd.DataFrame(rows, columns=[s.TRACK_ID, s.GENRE, s.MOOD])
+    clusters = taste_clusters(plays, np.vstack(vectors), item_row, RerankConfig(), seed=0)
+    assert [c.genre for c in clusters] == ["jazz", "blues"]
+    assert [round(c.weight, 2) for c in clusters] == [0.8, 0.2]
