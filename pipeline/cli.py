@@ -208,6 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"tracks": args.tracks, "users": args.users, "backend": args.backend,
                                    "growth_users": args.growth_users, "compare_backends": not args.no_compare,
+                                   "compile_ranker": not args.no_compile,
                                    "cache": args.cache}.items() if v is not None}
     config = BenchConfig.model_validate(overrides)
     home = Path(args.home).resolve() if args.home else default_home()
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=["annoy", "voyager"], help="ANN backend of the shard path")
     bench.add_argument("--growth-users", type=int, help="users measured at tracks/10 for the growth exponent")
     bench.add_argument("--no-compare", action="store_true", help="skip building the other ANN backend")
+    bench.add_argument("--no-compile", action="store_true", help="score with scikit-learn, not the compiled ranker")
     bench.add_argument("--cache", help="keep built indexes here between runs")
     bench.add_argument("--json", dest="json_out", help="write the full report to this JSON file")
     bench.set_defaults(func=cmd_bench)

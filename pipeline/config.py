@@ -200,6 +200,8 @@ class BenchConfig(_Config):
     train_rows: int = Field(60_000, ge=100, description="Synthetic rows the production-shaped ranker is trained on.")
     compare_users: int = Field(100, ge=1, description="Users whose taste-cluster queries the backends compare on.")
     compare_backends: bool = Field(True, description="Also build the other ANN backend for the comparison.")
+    compile_ranker: bool = Field(True, description="Score with the ranker compiled to native code, as production "
+                                 "shards of at least shard.compile_ranker_min_users users do (false: scikit-learn).")
     growth_users: int = Field(1000, ge=1, description="Users measured at tracks/10 for the catalog growth exponent.")
     annoy_trees: int = Field(32, ge=1, description="Annoy trees (32, search_k = trees × k: recall@1000 ≥ 0.95 at 1M).")
     annoy_search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees × k).")

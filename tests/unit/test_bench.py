@@ -48,3 +48,11 @@ def test_measured_users_get_mixes_that_obey_the_rules(report):
     # publish.publish raises on any rule violation, so a report exists only if every mix passed the rules
     assert report["publish"]["slots"] == report["publish"]["mixes"] * 30
     assert report["mixes_per_user"] >= 1.0
+
+
+def test_shards_score_with_the_compiled_ranker(report):
+    """The bench scores as a production-size shard does: compiled, with scikit-learn's probabilities."""
+    assert report["scoring_backend"] == "tl2cgen (compiled)"
+    compiled = report["scoring"]["compiled"]
+    assert compiled["max_abs_difference"] < 1e-9
+    assert compiled["compiled_us_per_candidate"] > 0 and compiled["sklearn_us_per_candidate"] > 0
