@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import feature_store as fs
 from pipeline import schema as s
+from pipeline.coalesce import Coalescer
 from pipeline.config import Settings
 from pipeline.features import last_interactions, vocabulary
 from pipeline.ingest import TEXT, write_exploration, write_quarantine
@@ -96,19 +97,30 @@ class Service:
         self.settings = settings
         self.layout = Layout(settings.home)
         self.clock = clock
-        self._lock = threading.RLock()  # one read-merge-push at a time: concurrent batches must not lose events
+        self._opening = threading.Lock()
         self._store = None
-        self._ttls: dict[str, pd.Timedelta] = {}
+        self._tables: dict[str, fs.OnlineTable] = {}
         self._catalog: pd.DataFrame | None = None
+        self._durations: pd.Series | None = None
+        self._genres: list[str] | None = None
         self.stored_keys = StoredKeys()
+        # One read-merge-write of last-10 at a time (concurrent batches must not lose events), shared by every
+        # batch that queued up meanwhile.
+        self.recent_writer: Coalescer[pd.DataFrame] = Coalescer(self._write_recent)
 
     @property
     def store(self):
         """Opening (and applying) the Feast repo takes seconds: do it once, on first use."""
-        with self._lock:
+        with self._opening:
             if self._store is None:
                 self._store = fs.feature_store(self.settings)
             return self._store
+
+    def table(self, view: str) -> fs.OnlineTable:
+        """The direct online access to a user view, built once (a registry lookup rebuilds it from protobuf)."""
+        if view not in self._tables:
+            self._tables[view] = fs.OnlineTable(self.store, view, s.USER_ID)
+        return self._tables[view]
 
     @property
     def catalog(self) -> pd.DataFrame:
@@ -116,14 +128,25 @@ class Service:
             self._catalog = pd.read_parquet(self.layout.catalog)
         return self._catalog
 
+    @property
+    def durations(self) -> pd.Series:
+        """duration_ms by track_id, for the absurd_duration rule."""
+        if self._durations is None:
+            catalog = self.catalog
+            self._durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
+        return self._durations
+
+    @property
+    def genres(self) -> list[str]:
+        if self._genres is None:
+            self._genres = vocabulary(self.catalog, s.GENRE)
+        return self._genres
+
     def now(self) -> pd.Timestamp:
         return pd.Timestamp(self.clock()).tz_convert("UTC")
 
     def ttl(self, view: str) -> pd.Timedelta:
-        """A view's TTL, looked up once (a registry lookup rebuilds the view from protobuf each time)."""
-        if view not in self._ttls:
-            self._ttls[view] = pd.Timedelta(self.store.get_feature_view(view).ttl)
-        return self._ttls[view]
+        return pd.Timedelta(self.table(view).view.ttl)
 
     # events ------------------------------------------------------------------------------------
 
@@ -153,10 +176,9 @@ class Service:
         catalog = self.catalog
         name = f"api-{digest}.parquet"
         raw_part = self.layout.raw_events(day) / name
-        durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
         users = pd.to_numeric(part[s.USER_ID], errors="coerce").dropna().unique()
         good, why = validate_events(part, day=day, catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
-                                    track_durations_ms=durations, as_of=now,
+                                    track_durations_ms=self.durations, as_of=now,
                                     existing_keys=self.stored_keys.others(raw_part, users))
         bad = (why != "").to_numpy()
         write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
@@ -167,67 +189,65 @@ class Service:
         return good, why
 
     def push_recent(self, fresh: pd.DataFrame) -> None:
-        """Merge new events into each user's online last-10 (within the TTL) and push the result."""
-        horizon = self.now() - self.ttl(fs.USER_RECENT)
-        with self._lock:
-            current = self.recent_events(fresh[s.USER_ID].unique())
-            merged = pd.concat([current, fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]]], ignore_index=True)
-            merged = merged.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
-            rows = last_interactions(merged.loc[merged[s.TS] > horizon])
-            if len(rows):
-                self.store.push(fs.USER_RECENT_PUSH, rows)
+        """Merge new events into each user's online last-10; returns once they are in the online store."""
+        self.recent_writer.submit(fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]])
 
-    def recent_events(self, users, frame: pd.DataFrame | None = None) -> pd.DataFrame:
-        """The online last-10 of `users` (or of an already read `user_recent` frame) as event rows (user_id,
-        track_id, ts, skipped), TTL not applied."""
-        if frame is None:
-            frame = fs.online(self.settings, fs.USER_RECENT, s.USER_ID, users, RECENT_FEATURES, store=self.store)
-        rows = [
-            (int(r[s.USER_ID]), int(t), int(ms), bool(k))
-            for _, r in frame.iterrows() if r["last_track_ids"] is not None
-            for t, k, ms in zip(r["last_track_ids"], r["last_skipped"], r["last_ts"] or [], strict=False)
-        ]
-        out = pd.DataFrame(rows, columns=[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED])
+    def _write_recent(self, batches: list[pd.DataFrame]) -> None:
+        """One read-merge-write for several requests' events: the stored last-10 of their users plus the new
+        events, within the TTL, written back through Feast."""
+        fresh = pd.concat(batches, ignore_index=True)
+        horizon = self.now() - self.ttl(fs.USER_RECENT)
+        merged = pd.concat([self.recent_events(fresh[s.USER_ID].unique()), fresh], ignore_index=True)
+        merged = merged.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
+        rows = last_interactions(merged.loc[merged[s.TS] > horizon])
+        if len(rows):
+            self.table(fs.USER_RECENT).write(rows)
+
+    def recent_events(self, users) -> pd.DataFrame:
+        """The online last-10 of `users` as event rows (user_id, track_id, ts, skipped), TTL not applied."""
+        stored = self.table(fs.USER_RECENT).read(users, RECENT_FEATURES)
+        rows = [(int(user), *interaction) for user, (_, values) in zip(users, stored, strict=True)
+                for interaction in interactions(values)]
+        out = pd.DataFrame(rows, columns=[s.USER_ID, s.TS, s.TRACK_ID, s.SKIPPED])
         out[s.TS] = pd.to_datetime(out[s.TS].astype("int64"), unit="ms", utc=True)
         return out.astype({s.USER_ID: "int64", s.TRACK_ID: "int64", s.SKIPPED: "bool"})
+
+    def live_recent(self, user_id: int, now: pd.Timestamp) -> list[tuple[int, int, bool]]:
+        """One user's stored last-10 younger than the TTL, oldest first: (epoch ms, track_id, skipped)."""
+        (_, values), = self.table(fs.USER_RECENT).read([user_id], RECENT_FEATURES)
+        horizon_ms = (now - self.ttl(fs.USER_RECENT)).value // 1_000_000
+        return sorted((i for i in interactions(values) if i[0] > horizon_ms), key=lambda i: i[0])
 
     # features ----------------------------------------------------------------------------------
 
     def features(self, user_id: int) -> dict[str, Any]:
         """Last-10 interactions younger than the TTL, and the genre affinity of the latest snapshot."""
         now = self.now()
-        views = fs.online_views(self.settings, s.USER_ID, [user_id],
-                                {fs.USER_RECENT: RECENT_FEATURES, fs.USER_PROFILE: ("genre_affinity",)}, self.store)
-        recent = self.recent_events([user_id], views[fs.USER_RECENT])
-        ttl = self.ttl(fs.USER_RECENT)
-        live = recent.loc[recent[s.TS] > now - ttl].sort_values(s.TS, kind="stable")
+        live = self.live_recent(user_id, now)
         return {
             "user_id": user_id,
             "as_of": now.isoformat(),
             "last_interactions": {
-                "ttl_seconds": int(ttl.total_seconds()),
-                "feature_ts": live[s.TS].max().isoformat() if len(live) else None,
-                "items": [{"track_id": int(r.track_id), "skipped": bool(r.skipped), "ts": r.ts.isoformat()}
-                          for r in live.itertuples()],
+                "ttl_seconds": int(self.ttl(fs.USER_RECENT).total_seconds()),
+                "feature_ts": iso_ms(live[-1][0]) if live else None,
+                "items": [{"track_id": track, "skipped": skipped, "ts": iso_ms(ms)} for ms, track, skipped in live],
             },
-            "genre_affinity": self._genre_affinity(views[fs.USER_PROFILE], now),
+            "genre_affinity": self._genre_affinity(user_id, now),
         }
 
-    def _genre_affinity(self, frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, Any] | None:
-        vector, stamp = frame["genre_affinity"].iloc[0], frame[fs.FEATURE_TS].iloc[0]
-        if vector is None or pd.isna(stamp) or stamp <= now - self.ttl(fs.USER_PROFILE):
+    def _genre_affinity(self, user_id: int, now: pd.Timestamp) -> dict[str, Any] | None:
+        (stamp, values), = self.table(fs.USER_PROFILE).read([user_id], ("genre_affinity",))
+        vector = values.get("genre_affinity")
+        if vector is None or stamp is None or stamp <= now - self.ttl(fs.USER_PROFILE):
             return None
-        genres = vocabulary(self.catalog, s.GENRE)
-        return {"feature_ts": stamp.isoformat(), "values": dict(zip(genres, map(float, vector), strict=False))}
+        return {"feature_ts": stamp.isoformat(), "values": dict(zip(self.genres, map(float, vector), strict=False))}
 
     # refresh -----------------------------------------------------------------------------------
 
     def refresh(self, user_id: int, day: str | None) -> dict[str, Any]:
         """The published mixes minus tracks skipped in the live last-10, with those tracks' artists last."""
         payload = published_mixes(self.settings, user_id, day)
-        recent = self.recent_events([user_id])
-        live = recent.loc[recent[s.TS] > self.now() - self.ttl(fs.USER_RECENT)]
-        skipped = set(live.loc[live[s.SKIPPED], s.TRACK_ID].tolist())
+        skipped = {track for _, track, was_skipped in self.live_recent(user_id, self.now()) if was_skipped}
         artists = set(self.catalog.loc[self.catalog[s.TRACK_ID].isin(skipped), s.ARTIST_ID].tolist())
         for mix in payload["mixes"]:
             mix["tracks"] = rerank_tracks(mix["tracks"], skipped, artists)
@@ -276,6 +296,19 @@ class StoredKeys:
         with self._lock:
             for folder in [f for f in self._days if f.name.removeprefix("date=") < day]:
                 del self._days[folder]
+
+
+def interactions(values: dict) -> list[tuple[int, int, bool]]:
+    """A stored last-10 row as (epoch ms, track_id, skipped) tuples; none for a user without one."""
+    tracks = values.get("last_track_ids")
+    if tracks is None:
+        return []
+    return [(int(ms), int(t), bool(k))
+            for t, k, ms in zip(tracks, values["last_skipped"], values.get("last_ts") or [], strict=False)]
+
+
+def iso_ms(epoch_ms: int) -> str:
+    return pd.Timestamp(epoch_ms, unit="ms", tz="UTC").isoformat()
 
 
 def rerank_tracks(tracks: list[dict], skipped: set[int], artists: set[int]) -> list[dict]:
