@@ -16,9 +16,13 @@ import hmac
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
@@ -31,13 +35,15 @@ from pipeline.coalesce import Coalescer
 from pipeline.config import Settings
 from pipeline.features import last_interactions, vocabulary
 from pipeline.ingest import TEXT, write_exploration, write_quarantine
-from pipeline.io import atomic_write_parquet
+from pipeline.io import atomic_write_table
 from pipeline.paths import Layout
 from pipeline.publish import latest_date, user_mixes
 from validation.events import DUPLICATE_KEY, validate_events
 
 Clock = Callable[[], pd.Timestamp]
 RECENT_FEATURES = ("last_track_ids", "last_skipped", "last_ts")
+INTAKE_THREADS = 64  # POSTs in flight at once; more wait for a thread (and join a later intake pass)
+REQUEST = "request"  # index level: which batch of a coalesced intake pass a row came from
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 MAX_ID = 2**63 - 1  # ids are int64 everywhere downstream
 Scalar = bool | int | float | str | None
@@ -104,9 +110,9 @@ class Service:
         self._durations: pd.Series | None = None
         self._genres: list[str] | None = None
         self.stored_keys = StoredKeys()
-        # One read-merge-write of last-10 at a time (concurrent batches must not lose events), shared by every
-        # batch that queued up meanwhile.
-        self.recent_writer: Coalescer[pd.DataFrame] = Coalescer(self._write_recent)
+        # One intake pass at a time (its read-merge-write of last-10 must not race another and lose events),
+        # taking every batch that queued up meanwhile.
+        self.intake: Coalescer[Intake] = Coalescer(self._ingest_together)
 
     @property
     def store(self):
@@ -151,51 +157,88 @@ class Service:
     # events ------------------------------------------------------------------------------------
 
     def ingest(self, events: list[EventIn]) -> BatchResult:
-        """Validate per day, store good rows durably, quarantine bad ones, then push the fresh last-10."""
-        frame = batch_frame(events)
-        digest = hashlib.sha256(json.dumps([e.model_dump() for e in events], sort_keys=True).encode()).hexdigest()[:16]
+        """Validate per day, store good rows durably, quarantine bad ones, push the fresh last-10; returns when done.
+
+        Batches arriving while another is processed are handled together (`_ingest_together`)."""
+        intake = Intake([event_text(e) for e in events], batch_digest(events))
+        self.intake.submit(intake)
+        return intake.result
+
+    def _ingest_together(self, intakes: list[Intake]) -> None:
+        """Several requests' batches in one pass: the rules' cost is mostly per call, not per row, so they run once
+        over all rows; each batch keeps its own raw and quarantine parts, reasons and result, as if sent alone.
+
+        A batch whose part already exists (a retry) is validated alone first, so its own earlier rows are not
+        duplicates for it but are for the other batches; the same batch twice in one pass is processed once."""
+        first: dict[str, Intake] = {}
+        for intake in intakes:
+            first.setdefault(intake.digest, intake)
+        batches = list(first.values())
+        frame = text_frame([b.rows for b in batches])
         now = self.now()
         oldest = now - pd.Timedelta(days=self.settings.training.window_days)
-        days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest)
         self.stored_keys.forget_before(oldest.strftime("%Y-%m-%d"))
+        days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest)
+        request = frame.index.get_level_values(REQUEST)
+        retried = sorted({r for r, day in zip(request, days, strict=True)
+                          if (self.layout.raw_events(day) / part_name(batches[r].digest)).exists()})
+        groups = [[r] for r in retried] + [[r for r in range(len(batches)) if r not in retried]]
         reasons = pd.Series("", index=frame.index, dtype=object)
         accepted = []
-        for day, part in frame.groupby(days, sort=True):
-            good, why = self._validate_day(part, day, digest, now)
-            reasons.loc[why.index] = why
-            accepted.append(good)
-        fresh = pd.concat(accepted) if accepted else pd.DataFrame()
+        for group in filter(None, groups):
+            mine = request.isin(group)
+            for day, part in frame[mine].groupby(days[mine], sort=True):
+                good, why = self._validate_day(part, day, batches, now)
+                reasons.loc[why.index] = why
+                accepted.append(good)
+        fresh = pd.concat(accepted)
         if len(fresh):
-            self.push_recent(fresh)
-        bad = reasons[reasons != ""]
-        errors = [RowError(index=int(i) - 1, reasons=str(r).split(";")) for i, r in bad.items()]
-        return BatchResult(accepted=len(fresh), rejected=len(bad), errors=errors, batch=digest)
+            self._write_recent(fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]].reset_index(drop=True))
+        kept = fresh.index.get_level_values(REQUEST).value_counts()
+        for r, batch in enumerate(batches):
+            batch.result = batch_result(reasons.xs(r, level=REQUEST), int(kept.get(r, 0)), batch.digest)
+        for intake in intakes:
+            intake.result = first[intake.digest].result
 
-    def _validate_day(self, part: pd.DataFrame, day: str, digest: str,
+    def _validate_day(self, part: pd.DataFrame, day: str, batches: list[Intake],
                       now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
-        catalog = self.catalog
-        name = f"api-{digest}.parquet"
-        raw_part = self.layout.raw_events(day) / name
+        """One day's rows of some batches (index: request, row; each request's rows contiguous): validated
+        together, stored per batch."""
+        import pyarrow as pa
+
+        folder = self.layout.raw_events(day)
+        requests = part.index.get_level_values(REQUEST).to_numpy()
         users = pd.to_numeric(part[s.USER_ID], errors="coerce").dropna().unique()
-        good, why = validate_events(part, day=day, catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
+        own = {part_name(batches[r].digest) for r in np.unique(requests)}
+        good, why = validate_events(part, day=day, catalog_track_ids=self.catalog[s.TRACK_ID].to_numpy(),
                                     track_durations_ms=self.durations, as_of=now,
-                                    existing_keys=self.stored_keys.others(raw_part, users))
-        bad = (why != "").to_numpy()
-        write_quarantine(part[bad], why[bad], f"api:{digest}", self.layout.quarantine(day) / name)
-        if len(good):
-            atomic_write_parquet(good.reset_index(drop=True), raw_part)  # durable before anything is acknowledged
-            write_exploration(good, self.layout.exploration(day) / name)  # kept apart for off-policy evaluation
-            self.stored_keys.record(raw_part, good)
+                                    existing_keys=self.stored_keys.others(folder, own, users))
+        kept = good.index.get_level_values(REQUEST).to_numpy()
+        table = pa.Table.from_pandas(good.reset_index(drop=True), preserve_index=False)  # sliced per batch, no copy
+        rows, reasons = part.droplevel(REQUEST), why.droplevel(REQUEST)
+        for r in np.unique(requests):
+            mine, stored = span(requests, r), span(kept, r)
+            self._store_batch(day, batches[r].digest, rows.iloc[mine], reasons.iloc[mine], good.iloc[stored],
+                              table.slice(stored.start, stored.stop - stored.start))
+        self.stored_keys.record(folder, good.assign(part=[part_name(batches[r].digest) for r in kept]))
         return good, why
 
-    def push_recent(self, fresh: pd.DataFrame) -> None:
-        """Merge new events into each user's online last-10; returns once they are in the online store."""
-        self.recent_writer.submit(fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]])
+    def _store_batch(self, day: str, digest: str, rows: pd.DataFrame, why: pd.Series, good: pd.DataFrame,
+                     good_table) -> None:
+        """A batch's parts of one day: quarantine, raw, exploration (each rewritten or removed, as by ingest)."""
+        name = part_name(digest)
+        bad = (why != "").to_numpy()
+        quarantine, exploration = self.layout.quarantine(day) / name, self.layout.exploration(day) / name
+        if bad.any() or quarantine.exists():  # (a missing part with nothing to write needs no call)
+            write_quarantine(rows[bad], why[bad], f"api:{digest}", quarantine)
+        if len(good):
+            atomic_write_table(good_table, self.layout.raw_events(day) / name)  # durable before acknowledging
+            if (good[s.POLICY] == s.POLICY_EXPLORE).any() or exploration.exists():
+                write_exploration(good, exploration)  # kept apart for off-policy evaluation
 
-    def _write_recent(self, batches: list[pd.DataFrame]) -> None:
-        """One read-merge-write for several requests' events: the stored last-10 of their users plus the new
-        events, within the TTL, written back through Feast."""
-        fresh = pd.concat(batches, ignore_index=True)
+    def _write_recent(self, fresh: pd.DataFrame) -> None:
+        """One read-merge-write of the last-10 of fresh's users: the stored interactions plus the new ones,
+        within the TTL, written back through Feast. Callers serialise it (the intake Coalescer)."""
         horizon = self.now() - self.ttl(fs.USER_RECENT)
         merged = pd.concat([self.recent_events(fresh[s.USER_ID].unique()), fresh], ignore_index=True)
         merged = merged.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
@@ -269,28 +312,29 @@ class StoredKeys:
         self._lock = threading.Lock()
         self._days: dict[FilePath, tuple[set[str], pd.DataFrame]] = {}
 
-    def others(self, raw_part: FilePath, users) -> pd.DataFrame | None:
-        """Keys of `users` in the day's parts other than `raw_part` (a retried batch rewrites its own part)."""
+    def others(self, folder: FilePath, own: set[str], users) -> pd.DataFrame | None:
+        """Keys of `users` in the day folder's parts not named in `own` (a retried batch rewrites its own part)."""
         with self._lock:
-            seen, keys = self._days.get(raw_part.parent, (set(), None))
-            new = sorted(p for p in raw_part.parent.glob("*.parquet") if p.name not in seen)
+            seen, keys = self._days.get(folder, (set(), None))
+            new = sorted(p for p in folder.glob("*.parquet") if p.name not in seen)
             if new:
                 frames = [pd.read_parquet(p, columns=list(DUPLICATE_KEY)).assign(part=p.name) for p in new]
                 keys = pd.concat([keys, *frames], ignore_index=True)  # concat skips the None of a first read
-                self._days[raw_part.parent] = (seen | {p.name for p in new}, keys)
+                self._days[folder] = (seen | {p.name for p in new}, keys)
         if keys is None:
             return None
-        mine = keys.loc[(keys["part"] != raw_part.name) & keys[s.USER_ID].isin(users), list(DUPLICATE_KEY)]
+        mine = keys.loc[~keys["part"].isin(own) & keys[s.USER_ID].isin(users), list(DUPLICATE_KEY)]
         return mine if len(mine) else None
 
-    def record(self, raw_part: FilePath, rows: pd.DataFrame) -> None:
-        """Add the keys of a part this process just wrote, so it is not read back."""
+    def record(self, folder: FilePath, rows: pd.DataFrame) -> None:
+        """Add the keys of parts this process just wrote (`rows` name theirs in `part`), so none is read back."""
+        parts = set(rows["part"])
         with self._lock:
-            seen, keys = self._days.get(raw_part.parent, (set(), None))
-            if keys is not None and raw_part.name in seen:
-                keys = keys.loc[keys["part"] != raw_part.name]
-            part = rows[list(DUPLICATE_KEY)].assign(part=raw_part.name)
-            self._days[raw_part.parent] = (seen | {raw_part.name}, pd.concat([keys, part], ignore_index=True))
+            seen, keys = self._days.get(folder, (set(), None))
+            if keys is not None and parts & seen:
+                keys = keys.loc[~keys["part"].isin(parts)]
+            new = rows[[*DUPLICATE_KEY, "part"]].reset_index(drop=True)
+            self._days[folder] = (seen | parts, pd.concat([keys, new], ignore_index=True))
 
     def forget_before(self, day: str) -> None:
         with self._lock:
@@ -329,12 +373,48 @@ def published_mixes(settings: Settings, user_id: int, day: str | None) -> dict[s
     return payload
 
 
-def batch_frame(events: list[EventIn]) -> pd.DataFrame:
-    """The batch as the validator expects it: text columns (as a file would be read), 1-based row index."""
-    rows = [{c: _as_text(getattr(e, c)) for c in s.EVENT_COLUMNS} for e in events]
+@dataclass
+class Intake:
+    """One POST's batch through the coalesced intake: its events as text, its content hash, then its result."""
+
+    rows: list[dict[str, str | None]]
+    digest: str
+    result: BatchResult | None = None
+
+
+def event_text(event: EventIn) -> dict[str, str | None]:
+    """An event as the validator expects it: text, as a file would be read."""
+    return {c: _as_text(getattr(event, c)) for c in s.EVENT_COLUMNS}
+
+
+def batch_digest(events: list[EventIn]) -> str:
+    """Names the batch's parts: a retried batch rewrites its own part instead of duplicating it."""
+    return hashlib.sha256(json.dumps([e.model_dump() for e in events], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def part_name(digest: str) -> str:
+    return f"api-{digest}.parquet"
+
+
+def span(sorted_ids: np.ndarray, value: int) -> slice:
+    """Where `value` runs in a sorted array."""
+    return slice(int(np.searchsorted(sorted_ids, value, "left")), int(np.searchsorted(sorted_ids, value, "right")))
+
+
+def text_frame(batches: list[list[dict[str, str | None]]]) -> pd.DataFrame:
+    """Several batches as one text frame indexed by (request, 1-based row of that request)."""
+    rows = [row for batch in batches for row in batch]
     frame = pd.DataFrame(rows, columns=list(s.EVENT_COLUMNS)).astype(TEXT)
-    frame.index = pd.RangeIndex(1, len(frame) + 1, name=s.SOURCE_ROW)
+    frame.index = pd.MultiIndex.from_tuples([(r, i) for r, batch in enumerate(batches)
+                                             for i in range(1, len(batch) + 1)], names=[REQUEST, s.SOURCE_ROW])
     return frame
+
+
+def batch_result(reasons: pd.Series, accepted: int, digest: str) -> BatchResult:
+    """One batch's answer from its reasons (indexed by 1-based row)."""
+    bad = reasons[reasons != ""]
+    errors = [RowError(index=int(i) - 1, reasons=str(r).split(";")) for i, r in bad.items()]
+    return BatchResult(accepted=accepted, rejected=len(bad), errors=errors, batch=digest)
 
 
 def _as_text(value: Scalar) -> str | None:
@@ -417,6 +497,8 @@ def bearer_guard(token: str | None) -> Callable:
 def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) -> FastAPI:
     """The Daily Mix API over one data root. `token=None` means unauthenticated (local development only)."""
     service = Service(settings, clock)
+    # POSTs wait in threads for their intake pass; their own pool keeps them from starving the reads' pool.
+    intake_threads = anyio.CapacityLimiter(INTAKE_THREADS)
     app = FastAPI(title="Daily Mix", version="1", description=__doc__)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_guard(token))],
@@ -435,11 +517,11 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
     @v1.post("/events", status_code=202, response_model=BatchResult,
              responses={422: {"model": BatchResult, "description": "some rows rejected (the rest accepted)"},
                         413: {"description": "too many rows or too large a body"}})
-    def events(batch: EventBatch) -> JSONResponse:
+    async def events(batch: EventBatch) -> JSONResponse:
         """Validate with the ingest rules, append good rows to the raw log, push them online; bad rows → reasons."""
         if len(batch.events) > settings.api.max_batch_rows:
             raise HTTPException(413, f"{len(batch.events)} events > {settings.api.max_batch_rows} per batch")
-        result = service.ingest(batch.events)
+        result = await anyio.to_thread.run_sync(service.ingest, batch.events, limiter=intake_threads)
         return JSONResponse(result.model_dump(), status_code=422 if result.rejected else 202)
 
     @v1.get("/users/{user_id}/features")
