@@ -37,6 +37,7 @@ MAX_EVENTS = 20_000
 MAX_SECONDS = 120.0
 VISIBLE_WITHIN_S = 5.0  # an event not visible by then counts as lost (reported, not hidden in the percentiles)
 POLL_INTERVAL_S = 0.002
+MAX_CONNECTIONS = 200  # keep-alive connections of the load client
 STARTUP_TIMEOUT_S = 90.0
 WORLD = WorldConfig(n_users=200, n_tracks=2000, n_artists=300, history_days=1)
 
@@ -127,8 +128,9 @@ async def wait_until_up(client, server: Server) -> None:
         if reason := server.failed():
             raise RuntimeError(reason)
         try:
-            if (await client.get(f"{server.url}/healthz")).status_code == 200:
-                return
+            async with client.get(f"{server.url}/healthz") as response:
+                if response.status == 200:
+                    return
         except Exception:  # not listening yet
             pass
         await asyncio.sleep(0.1)
@@ -140,10 +142,14 @@ async def warm_up(client, server: Server, headers: dict, track: int) -> None:
     seconds, tens of seconds on a busy machine."""
     body = {"events": [{"user_id": WORLD.n_users - 1, "track_id": track, "ts": int(time.time() * 1000) - 1,
                         "ms_played": 30_000, "skipped": False}]}
-    response = await client.post(f"{server.url}/v1/events", json=body, headers=headers, timeout=STARTUP_TIMEOUT_S)
-    if response.status_code != 202:
-        raise RuntimeError(f"warm-up event rejected: {response.status_code} {response.text[:500]}")
-    await client.get(f"{server.url}/v1/users/{WORLD.n_users - 1}/features", headers=headers, timeout=STARTUP_TIMEOUT_S)
+    import aiohttp
+
+    slow = aiohttp.ClientTimeout(total=STARTUP_TIMEOUT_S)
+    async with client.post(f"{server.url}/v1/events", json=body, headers=headers, timeout=slow) as response:
+        if response.status != 202:
+            raise RuntimeError(f"warm-up event rejected: {response.status} {(await response.text())[:500]}")
+    async with client.get(f"{server.url}/v1/users/{WORLD.n_users - 1}/features", headers=headers, timeout=slow):
+        pass
 
 
 def plan_events(config: BenchConfig, track_ids: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -157,7 +163,7 @@ def plan_events(config: BenchConfig, track_ids: np.ndarray) -> list[tuple[int, i
 async def send_batch(client, url: str, headers: dict, events: list[tuple[int, int, bool]], at: float,
                      clock0: float) -> list[dict]:
     """POST `events` at `at` (monotonic), then poll each user's features until its event is listed."""
-    import httpx
+    import aiohttp
 
     await asyncio.sleep(max(0.0, at - time.monotonic()))
     sent = time.monotonic()
@@ -166,11 +172,12 @@ async def send_batch(client, url: str, headers: dict, events: list[tuple[int, in
                        for user, track, _ in events]}
     base = {"sent": sent - clock0}
     try:
-        response = await client.post(f"{url}/v1/events", json=body, headers=headers)
-    except httpx.HTTPError as error:
+        async with client.post(f"{url}/v1/events", json=body, headers=headers) as response:
+            status, text = response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError) as error:
         return [{**base, "status": type(error).__name__}] * len(events)
-    if response.status_code != 202:
-        return [{**base, "status": response.status_code, "detail": response.text[:300]}] * len(events)
+    if status != 202:
+        return [{**base, "status": status, "detail": text[:300]}] * len(events)
     posted = {**base, "status": 202, "post_ms": (time.monotonic() - sent) * 1000, "accepted": time.monotonic() - clock0}
     stamp = pd.Timestamp(ts_ms, unit="ms", tz="UTC").isoformat()
     async def unprobed() -> dict:
@@ -183,12 +190,13 @@ async def send_batch(client, url: str, headers: dict, events: list[tuple[int, in
 
 
 async def until_visible(client, url: str, headers: dict, track: int, stamp: str, sent: float, clock0: float) -> dict:
-    import httpx
+    import aiohttp
 
     while time.monotonic() - sent < VISIBLE_WITHIN_S:
         try:
-            items = (await client.get(url, headers=headers)).json()["last_interactions"]["items"]
-        except httpx.HTTPError:
+            async with client.get(url, headers=headers) as response:
+                items = (await response.json())["last_interactions"]["items"]
+        except (aiohttp.ClientError, TimeoutError):
             items = []
         if any(i["track_id"] == track and i["ts"] == stamp for i in items):
             return {"visible_ms": (time.monotonic() - sent) * 1000, "done": time.monotonic() - clock0}
@@ -197,11 +205,14 @@ async def until_visible(client, url: str, headers: dict, track: int, stamp: str,
 
 
 async def drive(server: Server, config: BenchConfig, track_ids: np.ndarray) -> tuple[list[dict], float]:
-    import httpx
+    import aiohttp
 
     headers = {"Authorization": f"Bearer {server.token}"}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(limits=limits, timeout=VISIBLE_WITHIN_S * 2) as client:
+    # aiohttp, not httpx: httpx's pool does work per pending request on every request (quadratic once requests
+    # queue), so at a few hundred requests/s the client, not the server, set the latency.
+    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS)
+    timeout = aiohttp.ClientTimeout(total=VISIBLE_WITHIN_S * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         await wait_until_up(client, server)
         await warm_up(client, server, headers, int(track_ids[-1]))
         events = plan_events(config, track_ids)
@@ -250,7 +261,7 @@ def summarise(results: list[dict], elapsed: float, config: BenchConfig) -> dict[
 def conditions(config: BenchConfig) -> dict[str, Any]:
     return {
         "server": "dailymix serve: 1 uvicorn worker process, loopback HTTP/1.1 keep-alive",
-        "client": "httpx.AsyncClient in the benchmark process, open-loop, one features poller per event",
+        "client": "aiohttp.ClientSession in the benchmark process, open-loop, one features poller per event",
         "users": config.users,
         "catalog_tracks": WORLD.n_tracks,
         "cpus": os.cpu_count(),
