@@ -178,32 +178,33 @@ class Service:
         now = self.now()
         oldest = now - pd.Timedelta(days=self.settings.training.window_days)
         self.stored_keys.forget_before(oldest.strftime("%Y-%m-%d"))
-        days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest)
-        request = frame.index.get_level_values(REQUEST)
-        retried = sorted({r for r, day in zip(request, days, strict=True)
+        days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest).to_numpy()
+        request = frame.index.get_level_values(REQUEST).to_numpy()
+        retried = sorted({r for r, day in set(zip(request, days, strict=True))
                           if (self.layout.raw_events(day) / part_name(batches[r].digest)).exists()})
         groups = [[r] for r in retried] + [[r for r in range(len(batches)) if r not in retried]]
-        reasons = pd.Series("", index=frame.index, dtype=object)
+        reasons = np.full(len(frame), "", dtype=object)
         accepted = []
         for group in filter(None, groups):
-            mine = request.isin(group)
-            for day, part in frame[mine].groupby(days[mine], sort=True):
-                good, why = self._validate_day(part, day, batches, now)
-                reasons.loc[why.index] = why
+            in_group = np.isin(request, group)
+            for day in sorted(set(days[in_group])):
+                at = np.flatnonzero(in_group & (days == day))
+                good, why = self._validate_day(frame.iloc[at], day, batches, now)
+                reasons[at] = why.to_numpy()
                 accepted.append(good)
         fresh = pd.concat(accepted)
         if len(fresh):
             self._write_recent(fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]].reset_index(drop=True))
-        kept = fresh.index.get_level_values(REQUEST).value_counts()
+        kept = np.bincount(fresh.index.get_level_values(REQUEST).to_numpy(), minlength=len(batches))
         for r, batch in enumerate(batches):
-            batch.result = batch_result(reasons.xs(r, level=REQUEST), int(kept.get(r, 0)), batch.digest)
+            batch.result = batch_result(reasons[span(request, r)], int(kept[r]), batch.digest)
         for intake in intakes:
             intake.result = first[intake.digest].result
 
     def _validate_day(self, part: pd.DataFrame, day: str, batches: list[Intake],
                       now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
         """One day's rows of some batches (index: request, row; each request's rows contiguous): validated
-        together, stored per batch."""
+        together, stored per batch. Per batch only its files are touched, so a pass costs little per batch."""
         import pyarrow as pa
 
         folder = self.layout.raw_events(day)
@@ -215,26 +216,21 @@ class Service:
                                     existing_keys=self.stored_keys.others(folder, own, users))
         kept = good.index.get_level_values(REQUEST).to_numpy()
         table = pa.Table.from_pandas(good.reset_index(drop=True), preserve_index=False)  # sliced per batch, no copy
-        rows, reasons = part.droplevel(REQUEST), why.droplevel(REQUEST)
+        bad = (why != "").to_numpy()
+        explore = (good[s.POLICY] == s.POLICY_EXPLORE).fillna(False).to_numpy(dtype=bool)
         for r in np.unique(requests):
-            mine, stored = span(requests, r), span(kept, r)
-            self._store_batch(day, batches[r].digest, rows.iloc[mine], reasons.iloc[mine], good.iloc[stored],
-                              table.slice(stored.start, stored.stop - stored.start))
+            name, mine, stored = part_name(batches[r].digest), span(requests, r), span(kept, r)
+            quarantine, exploration = self.layout.quarantine(day) / name, self.layout.exploration(day) / name
+            if bad[mine].any() or quarantine.exists():  # rewritten or removed, as by ingest; else nothing to do
+                rows, reasons = part.iloc[mine].droplevel(REQUEST), why.iloc[mine].droplevel(REQUEST)
+                write_quarantine(rows[bad[mine]], reasons[bad[mine]], f"api:{batches[r].digest}", quarantine)
+            if stored.stop > stored.start:
+                # Durable before anything is acknowledged.
+                atomic_write_table(table.slice(stored.start, stored.stop - stored.start), folder / name)
+                if explore[stored].any() or exploration.exists():  # kept apart for off-policy evaluation
+                    write_exploration(good.iloc[stored], exploration)
         self.stored_keys.record(folder, good.assign(part=[part_name(batches[r].digest) for r in kept]))
         return good, why
-
-    def _store_batch(self, day: str, digest: str, rows: pd.DataFrame, why: pd.Series, good: pd.DataFrame,
-                     good_table) -> None:
-        """A batch's parts of one day: quarantine, raw, exploration (each rewritten or removed, as by ingest)."""
-        name = part_name(digest)
-        bad = (why != "").to_numpy()
-        quarantine, exploration = self.layout.quarantine(day) / name, self.layout.exploration(day) / name
-        if bad.any() or quarantine.exists():  # (a missing part with nothing to write needs no call)
-            write_quarantine(rows[bad], why[bad], f"api:{digest}", quarantine)
-        if len(good):
-            atomic_write_table(good_table, self.layout.raw_events(day) / name)  # durable before acknowledging
-            if (good[s.POLICY] == s.POLICY_EXPLORE).any() or exploration.exists():
-                write_exploration(good, exploration)  # kept apart for off-policy evaluation
 
     def _write_recent(self, fresh: pd.DataFrame) -> None:
         """One read-merge-write of the last-10 of fresh's users: the stored interactions plus the new ones,
@@ -410,11 +406,10 @@ def text_frame(batches: list[list[dict[str, str | None]]]) -> pd.DataFrame:
     return frame
 
 
-def batch_result(reasons: pd.Series, accepted: int, digest: str) -> BatchResult:
-    """One batch's answer from its reasons (indexed by 1-based row)."""
-    bad = reasons[reasons != ""]
-    errors = [RowError(index=int(i) - 1, reasons=str(r).split(";")) for i, r in bad.items()]
-    return BatchResult(accepted=accepted, rejected=len(bad), errors=errors, batch=digest)
+def batch_result(reasons: np.ndarray, accepted: int, digest: str) -> BatchResult:
+    """One batch's answer from its rows' reasons ("" for a kept row), in row order."""
+    errors = [RowError(index=i, reasons=str(reasons[i]).split(";")) for i in np.flatnonzero(reasons != "")]
+    return BatchResult(accepted=accepted, rejected=len(errors), errors=errors, batch=digest)
 
 
 def _as_text(value: Scalar) -> str | None:

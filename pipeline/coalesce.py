@@ -34,6 +34,12 @@ class Coalescer(Generic[T]):
         self._flushing = False
         self.flushes = 0  # how many flushes ran (diagnostics, tests)
 
+    @property
+    def waiting(self) -> int:
+        """Items queued for the next flush."""
+        with self._changed:
+            return len(self._queue)
+
     def submit(self, item: T) -> None:
         pending = _Pending(item)
         with self._changed:
