@@ -495,6 +495,7 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
     # POSTs wait in threads for their intake pass; their own pool keeps them from starving the reads' pool.
     intake_threads = anyio.CapacityLimiter(INTAKE_THREADS)
     app = FastAPI(title="Daily Mix", version="1", description=__doc__)
+    app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_guard(token))],
                    responses={401: {"description": "missing or wrong bearer token"}})

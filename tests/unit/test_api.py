@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -252,6 +253,68 @@ def test_features_include_genre_affinity_with_its_timestamp(client: TestClient, 
     assert body["genre_affinity"]["feature_ts"] == "2026-11-01T00:00:00+00:00"
     assert set(body["genre_affinity"]["values"]) == set(genres)
     assert client.get("/v1/users/9/features", headers=AUTH).json()["genre_affinity"] is None
+
+
+class GatedClock(Clock):
+    """Once armed, holds the next caller (the first intake pass reads the clock first) until `waiting()` is true."""
+
+    def __init__(self, at: pd.Timestamp) -> None:
+        super().__init__(at)
+        self.waiting = None
+
+    def __call__(self) -> pd.Timestamp:
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            deadline = time.monotonic() + 30  # a bound on waiting for the other threads, not a measured time
+            while not waiting():
+                assert time.monotonic() < deadline, "the other batches never queued"
+                time.sleep(0.001)
+        return self.at
+
+
+def test_concurrent_batches_share_an_intake_pass_and_lose_no_event(root: Settings) -> None:
+    """12 POSTs while a pass is held: all 11 others are handled in one pass, as if each had been sent alone."""
+    clock = GatedClock(START)
+    app = create_app(root, TOKEN, clock=clock)
+    service = app.state.service
+    shared = 60  # every batch also plays one track for this user: 12 merges of one last-10 in the same pass
+    batches = [[event(40 + k, 10 + j, f"{DAY}T10:{k:02d}:0{j}Z") for j in range(3)]
+               + [event(shared, 100 + k, f"{DAY}T10:{k:02d}:30Z")] for k in range(12)]
+    batches[11].append(batches[10][-1])  # the same play in two batches of one pass: stored once
+    answers: dict[int, tuple[int, dict, list]] = {}
+    with TestClient(app) as client:
+        client.post("/v1/events", headers=AUTH, json={"events": [event(70, 1, f"{DAY}T09:00:00Z")]})  # opens Feast
+
+        def send(k: int) -> None:
+            response = client.post("/v1/events", headers=AUTH, json={"events": batches[k]})
+            items = client.get(f"/v1/users/{40 + k}/features", headers=AUTH).json()["last_interactions"]["items"]
+            answers[k] = (response.status_code, response.json(), items)
+
+        clock.waiting = lambda: service.intake.waiting == 11
+        passes_before = service.intake.flushes
+        first = threading.Thread(target=send, args=(0,))
+        first.start()
+        while clock.waiting is not None and service.intake.waiting == 0 and not answers:
+            time.sleep(0.001)  # batch 0's pass is running (held by the clock) before the others are sent
+        others = [threading.Thread(target=send, args=(k,)) for k in range(1, 12)]
+        for thread in others:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join(60)
+        assert service.intake.flushes - passes_before == 2
+        for k in range(12):  # each batch's plays were online when its answer came
+            assert [(i["track_id"], i["ts"]) for i in answers[k][2]] == [
+                (10 + j, f"{DAY}T10:{k:02d}:0{j}+00:00") for j in range(3)]
+        statuses = {k: answers[k][0] for k in range(12)}
+        late = 11 if statuses[11] == 422 else 10  # whichever of the pair came later in the pass
+        assert statuses == {k: 422 if k == late else 202 for k in range(12)}
+        assert answers[late][1]["errors"] == [{"index": len(batches[late]) - 1, "reasons": ["duplicate"]}]
+        raw = read_raw_events(Layout(root.home), [DAY]).query("user_id >= 40 and user_id <= 60")
+        assert len(raw) == 12 * 4 and not raw.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
+        items = client.get(f"/v1/users/{shared}/features", headers=AUTH).json()["last_interactions"]["items"]
+        assert [i["track_id"] for i in items] == list(range(102, 112))  # the newest 10 of the 12
+        clock.at = pd.Timestamp(f"{DAY}T10:11:30Z") + pd.Timedelta(hours=24, seconds=1)  # TTL still applies
+        assert client.get(f"/v1/users/{shared}/features", headers=AUTH).json()["last_interactions"]["items"] == []
 
 
 # --- refresh --------------------------------------------------------------------------------------------------------
