@@ -11,11 +11,14 @@ or Redis, expires one view's values of a row by itself).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -122,6 +125,23 @@ class Service:
                 self._store = fs.feature_store(self.settings)
             return self._store
 
+    def open(self) -> None:
+        """Open the Feast repo and the online tables now (at startup) instead of on the first request; exclusive,
+        since workers starting together must not apply the Feast repo at the same time."""
+        with self.exclusive():
+            for view in (fs.USER_RECENT, fs.USER_PROFILE):
+                self.table(view)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One holder at a time across the processes serving this data root (`serve --workers N`): an intake pass
+        then sees every part already stored and no worker's read-merge-write of last-10 overwrites another's."""
+        path = self.settings.home / "features" / "intake.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:  # closing it releases the lock
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def table(self, view: str) -> fs.OnlineTable:
         """The direct online access to a user view, built once (a registry lookup rebuilds it from protobuf)."""
         if view not in self._tables:
@@ -170,6 +190,10 @@ class Service:
 
         A batch whose part already exists (a retry) is validated alone first, so its own earlier rows are not
         duplicates for it but are for the other batches; the same batch twice in one pass is processed once."""
+        with self.exclusive():
+            self._ingest_exclusively(intakes)
+
+    def _ingest_exclusively(self, intakes: list[Intake]) -> None:
         first: dict[str, Intake] = {}
         for intake in intakes:
             first.setdefault(intake.digest, intake)
@@ -494,7 +518,13 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
     service = Service(settings, clock)
     # POSTs wait in threads for their intake pass; their own pool keeps them from starving the reads' pool.
     intake_threads = anyio.CapacityLimiter(INTAKE_THREADS)
-    app = FastAPI(title="Daily Mix", version="1", description=__doc__)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await anyio.to_thread.run_sync(service.open)
+        yield
+
+    app = FastAPI(title="Daily Mix", version="1", description=__doc__, lifespan=lifespan)
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_guard(token))],
@@ -533,3 +563,17 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
     app.include_router(v1)
     return app
 
+
+
+INSECURE_DEV = "DAILYMIX_API_INSECURE_DEV"  # set by `serve --insecure-dev` for its worker processes only
+
+
+def app_from_environment() -> FastAPI:
+    """The app of each `dailymix serve --workers N` process (uvicorn imports workers' apps by name): data root and
+    token from the environment `serve` prepared."""
+    from pipeline.config import load_settings
+
+    token = os.environ.get("DAILYMIX_API_TOKEN") or None
+    if token is None and os.environ.get(INSECURE_DEV) != "1":
+        raise RuntimeError("DAILYMIX_API_TOKEN is not set; refusing to serve without auth")
+    return create_app(load_settings(), token)

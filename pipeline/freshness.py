@@ -50,6 +50,7 @@ class BenchConfig:
     users: int = 100
     batch: int = 1
     probe_every: int = 1
+    workers: int = 1
     redis_url: str = FeatureStoreConfig().redis_url
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class BenchConfig:
             raise ValueError(f"users must be 1..{WORLD.n_users - 1}, batch 1..min(users, 50)")
         if self.probe_every < 1:
             raise ValueError("probe_every must be at least 1")
+        if not 1 <= self.workers <= 16:
+            raise ValueError("workers must be 1..16")
 
 
 def free_port() -> int:
@@ -84,8 +87,8 @@ def seed_root(home: Path, config: BenchConfig) -> Settings:
 class Server:
     """`dailymix serve` in a subprocess; stopped (and its Redis keys dropped) on exit."""
 
-    def __init__(self, settings: Settings, token: str) -> None:
-        self.settings, self.token, self.port = settings, token, free_port()
+    def __init__(self, settings: Settings, token: str, workers: int = 1) -> None:
+        self.settings, self.token, self.port, self.workers = settings, token, free_port(), workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = settings.home / "serve.log"
         self.process: subprocess.Popen | None = None
@@ -94,7 +97,7 @@ class Server:
         env = {**os.environ, "DAILYMIX_API_TOKEN": self.token, "DAILYMIX_ONLINE_STORE": "",
                "DAILYMIX_REDIS_URL": ""}  # the saved settings decide the store, not the caller's environment
         command = [sys.executable, "-m", "pipeline.cli", "--home", str(self.settings.home), "serve",
-                   "--host", "127.0.0.1", "--port", str(self.port)]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -244,6 +247,7 @@ def summarise(results: list[dict], elapsed: float, config: BenchConfig) -> dict[
         "seconds": config.seconds,
         "batch": config.batch,
         "probe_every": config.probe_every,
+        "workers": config.workers,
         "events": len(results),
         "accepted": len(accepted),
         "rejected_or_failed": len(results) - len(accepted),
@@ -260,7 +264,7 @@ def summarise(results: list[dict], elapsed: float, config: BenchConfig) -> dict[
 
 def conditions(config: BenchConfig) -> dict[str, Any]:
     return {
-        "server": "dailymix serve: 1 uvicorn worker process, loopback HTTP/1.1 keep-alive",
+        "server": f"dailymix serve: {config.workers} uvicorn worker process(es), loopback HTTP/1.1 keep-alive",
         "client": "aiohttp.ClientSession in the benchmark process, open-loop, one features poller per event",
         "users": config.users,
         "catalog_tracks": WORLD.n_tracks,
@@ -279,7 +283,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         track_ids = pd.read_parquet(home / "world" / "catalog.parquet")["track_id"].to_numpy()
         context = conditions(config)
         try:
-            with Server(settings, secrets.token_urlsafe(16)) as server:
+            with Server(settings, secrets.token_urlsafe(16), config.workers) as server:
                 results, elapsed = asyncio.run(drive(server, config, track_ids))
         finally:
             drop_online_keys(settings)

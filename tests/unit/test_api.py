@@ -317,6 +317,74 @@ def test_concurrent_batches_share_an_intake_pass_and_lose_no_event(root: Setting
         assert client.get(f"/v1/users/{shared}/features", headers=AUTH).json()["last_interactions"]["items"] == []
 
 
+def test_two_serving_processes_neither_lose_nor_duplicate_events(root: Settings) -> None:
+    """Two apps on one data root stand for `serve --workers 2`: each has its own intake passes, but a pass holds the
+    root's intake lock, so no read-merge-write of last-10 overwrites the other's and the duplicate rule sees both."""
+    apps = [create_app(root, TOKEN, clock=Clock(START)) for _ in range(2)]
+    plays = [event(80, 150 + k, f"{DAY}T10:00:{k:02d}Z") for k in range(10)]
+    batches = [[play] for play in plays] + [[plays[0], event(81, 150, f"{DAY}T10:00:00Z")]]  # plays[0] again
+    answers: dict[int, int] = {}
+    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+        clients = [first, second]
+
+        def send(k: int) -> None:
+            answers[k] = clients[k % 2].post("/v1/events", headers=AUTH, json={"events": batches[k]}).status_code
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(len(batches))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for client in clients:  # each process sees every play, in order
+            items = client.get("/v1/users/80/features", headers=AUTH).json()["last_interactions"]["items"]
+            assert [i["track_id"] for i in items] == list(range(150, 160))
+    assert sorted(answers.values()) == [202] * 10 + [422]  # whichever of the two copies of plays[0] came second
+    raw = read_raw_events(Layout(root.home), [DAY]).query("user_id == 80 or user_id == 81")
+    assert len(raw) == 11 and not raw.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
+
+
+def test_an_intake_pass_waits_while_another_process_holds_the_data_root(root: Settings) -> None:
+    from pipeline.api import EventIn, Service
+
+    holder, other = Service(root, Clock(START)), Service(root, Clock(START))  # separate lock handles, like processes
+    other.open()  # the Feast repo: slow once, not what is waited for below
+    done = threading.Event()
+
+    def ingest() -> None:
+        other.ingest([EventIn(**event(82, 160, f"{DAY}T10:00:00Z"))])
+        done.set()
+
+    with holder.exclusive():
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        assert not done.wait(1.0)  # blocked on the lock (a bound, not a measured time)
+    worker.join(60)
+    assert done.is_set()
+    assert read_raw_events(Layout(root.home), [DAY]).query("user_id == 82")[s.TRACK_ID].tolist() == [160]
+
+
+def test_serve_with_workers_builds_each_workers_app_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from pipeline import api
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
+    monkeypatch.setenv("DAILYMIX_API_TOKEN", TOKEN)
+    monkeypatch.setenv("DAILYMIX_HOME", "/elsewhere")
+    monkeypatch.delenv(api.INSECURE_DEV, raising=False)
+    assert cli.main(["--home", str(tmp_path), "serve", "--workers", "3"]) == 0
+    assert calls == [("pipeline.api:app_from_environment",
+                      {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3})]
+    worker = TestClient(api.app_from_environment())  # what each worker process runs
+    assert worker.app.state.service.settings.home == tmp_path.resolve()
+    assert worker.get("/v1/users/1/mixes").status_code == 401
+    monkeypatch.delenv("DAILYMIX_API_TOKEN")
+    with pytest.raises(RuntimeError, match="DAILYMIX_API_TOKEN"):
+        api.app_from_environment()
+
+
 # --- refresh --------------------------------------------------------------------------------------------------------
 
 
