@@ -36,7 +36,7 @@ from pipeline import feature_store as fs
 from pipeline import schema as s
 from pipeline.coalesce import Coalescer
 from pipeline.config import Settings
-from pipeline.features import last_interactions, vocabulary
+from pipeline.features import epoch_ms, vocabulary
 from pipeline.ingest import TEXT, write_exploration, write_quarantine
 from pipeline.io import atomic_write_table
 from pipeline.paths import Layout
@@ -258,22 +258,21 @@ class Service:
 
     def _write_recent(self, fresh: pd.DataFrame) -> None:
         """One read-merge-write of the last-10 of fresh's users: the stored interactions plus the new ones,
-        within the TTL, written back through Feast. Callers serialise it (the intake Coalescer)."""
-        horizon = self.now() - self.ttl(fs.USER_RECENT)
-        merged = pd.concat([self.recent_events(fresh[s.USER_ID].unique()), fresh], ignore_index=True)
-        merged = merged.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
-        rows = last_interactions(merged.loc[merged[s.TS] > horizon])
+        within the TTL, written back through Feast. Callers serialise it (the intake lock)."""
+        horizon_ms = (self.now() - self.ttl(fs.USER_RECENT)).value // 1_000_000
+        new: dict[int, list[tuple[int, int, bool]]] = {}
+        for user, ms, track, skipped in zip(fresh[s.USER_ID].tolist(), epoch_ms(fresh[s.TS]).tolist(),
+                                            fresh[s.TRACK_ID].tolist(), fresh[s.SKIPPED].tolist(), strict=True):
+            new.setdefault(user, []).append((ms, track, bool(skipped)))
+        stored = self.table(fs.USER_RECENT).read(list(new), RECENT_FEATURES)
+        merged = {user: merge_recent(interactions(values), new[user], horizon_ms)
+                  for user, (_, values) in zip(new, stored, strict=True)}
+        rows = pd.DataFrame([(user, pd.Timestamp(last[-1][0], unit="ms", tz="UTC"), [t for _, t, _ in last],
+                              [int(k) for *_, k in last], [ms for ms, *_ in last])
+                             for user, last in merged.items() if last],
+                            columns=[s.USER_ID, s.EVENT_TIMESTAMP, *RECENT_FEATURES])
         if len(rows):
             self.table(fs.USER_RECENT).write(rows)
-
-    def recent_events(self, users) -> pd.DataFrame:
-        """The online last-10 of `users` as event rows (user_id, track_id, ts, skipped), TTL not applied."""
-        stored = self.table(fs.USER_RECENT).read(users, RECENT_FEATURES)
-        rows = [(int(user), *interaction) for user, (_, values) in zip(users, stored, strict=True)
-                for interaction in interactions(values)]
-        out = pd.DataFrame(rows, columns=[s.USER_ID, s.TS, s.TRACK_ID, s.SKIPPED])
-        out[s.TS] = pd.to_datetime(out[s.TS].astype("int64"), unit="ms", utc=True)
-        return out.astype({s.USER_ID: "int64", s.TRACK_ID: "int64", s.SKIPPED: "bool"})
 
     def live_recent(self, user_id: int, now: pd.Timestamp) -> list[tuple[int, int, bool]]:
         """One user's stored last-10 younger than the TTL, oldest first: (epoch ms, track_id, skipped)."""
@@ -371,8 +370,22 @@ def interactions(values: dict) -> list[tuple[int, int, bool]]:
             for t, k, ms in zip(tracks, values["last_skipped"], values.get("last_ts") or [], strict=False)]
 
 
-def iso_ms(epoch_ms: int) -> str:
-    return pd.Timestamp(epoch_ms, unit="ms", tz="UTC").isoformat()
+def merge_recent(stored: list[tuple[int, int, bool]], new: list[tuple[int, int, bool]], horizon_ms: int,
+                 n: int = 10) -> list[tuple[int, int, bool]]:
+    """`features.last_interactions` of one user's stored last-n plus new interactions (epoch ms, track_id,
+    skipped): the first of equal (track, ms) kept, those at or before the horizon dropped, the newest n in time
+    order (ties in arrival order). Plain Python: for a handful of rows per pass, pandas' per-call cost dominated."""
+    seen: set[tuple[int, int]] = set()
+    kept = []
+    for ms, track, skipped in [*stored, *new]:
+        if ms > horizon_ms and (track, ms) not in seen:
+            seen.add((track, ms))
+            kept.append((ms, track, skipped))
+    return sorted(kept, key=lambda i: i[0])[-n:]
+
+
+def iso_ms(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
 def rerank_tracks(tracks: list[dict], skipped: set[int], artists: set[int]) -> list[dict]:

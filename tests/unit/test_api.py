@@ -425,3 +425,35 @@ def test_serve_refuses_without_a_token(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("DAILYMIX_API_TOKEN", "t")
     assert cli.main(["--home", str(tmp_path), "serve"]) == 0
     assert calls == [("127.0.0.1", 8123), ("127.0.0.1", 8000)]
+
+
+# --- the last-10 merge ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_recent_is_last_interactions_of_stored_plus_new(seed: int) -> None:
+    """The intake's plain-Python merge against the pandas definition the daily snapshot uses, on random histories
+    with ties, repeats and rows beyond the horizon."""
+    import numpy as np
+
+    from pipeline.api import merge_recent
+    from pipeline.features import last_interactions
+
+    rng = np.random.default_rng(seed)
+    def plays(n: int) -> list[tuple[int, int, bool]]:
+        return [(int(ms), int(t), bool(k)) for ms, t, k in
+                zip(rng.integers(0, 40, n) * 1000, rng.integers(1, 6, n), rng.random(n) < 0.3, strict=True)]
+
+    stored, new, horizon_ms = plays(int(rng.integers(0, 11))), plays(int(rng.integers(1, 15))), 8_000
+    frame = pd.DataFrame([(1, pd.Timestamp(ms, unit="ms", tz="UTC"), t, k) for ms, t, k in [*stored, *new]],
+                         columns=[s.USER_ID, s.TS, s.TRACK_ID, s.SKIPPED])
+    frame = frame.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
+    expected = last_interactions(frame.loc[frame[s.TS] > pd.Timestamp(horizon_ms, unit="ms", tz="UTC")])
+    merged = merge_recent(stored, new, horizon_ms)
+    if expected.empty:
+        assert merged == []
+        return
+    row = expected.iloc[0]
+    assert [ms for ms, *_ in merged] == row["last_ts"].tolist()
+    assert [t for _, t, _ in merged] == row["last_track_ids"].tolist()
+    assert [int(k) for *_, k in merged] == row["last_skipped"].tolist()
