@@ -2,8 +2,11 @@
 
 Events posted here go through the same row rules as `dailymix ingest` (`validation.events`), are
 written durably to the raw event log first (a content-addressed `api-<hash>.parquet` part per day,
-so a retried batch overwrites itself instead of duplicating) and then pushed to the online store
-through the Feast push source of `user_recent`. The offline pipeline picks the parts up through
+so a retried batch overwrites itself instead of duplicating) and then merged into each user's
+last-10 (`user_recent`) in the online store, written through Feast's provider (where `push` ends),
+before the answer. Batches arriving while one is processed are processed together in the next
+intake pass (the rules cost per call, not per row); a pass holds the data root's intake lock, so
+`serve --workers N` stays correct. The offline pipeline picks the parts up through
 `read_raw_events` like any ingested file. Time comes only from the injected clock, so TTL behaviour
 is testable; the 24 h TTL is applied per interaction at read time (neither online store, SQLite
 or Redis, expires one view's values of a row by itself).
