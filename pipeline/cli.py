@@ -128,7 +128,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pipeline.api import create_app
 
-    uvicorn.run(create_app(_settings(args), token), host=args.host, port=args.port)
+    if args.workers == 1:
+        uvicorn.run(create_app(_settings(args), token), host=args.host, port=args.port)
+        return 0
+    from pipeline.api import INSECURE_DEV
+
+    os.environ["DAILYMIX_HOME"] = str(_settings(args).home)  # each worker process builds its app from these
+    os.environ[INSECURE_DEV] = "1" if token is None else ""
+    uvicorn.run("pipeline.api:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers)
     return 0
 
 
@@ -140,7 +148,8 @@ def cmd_bench_freshness(args: argparse.Namespace) -> int:
     redis_url = args.redis_url or os.environ.get("DAILYMIX_REDIS_URL") or FeatureStoreConfig().redis_url
     try:
         config = BenchConfig(store=args.store, rate=args.rate, seconds=args.seconds, users=args.users,
-                             batch=args.batch, probe_every=args.probe_every, redis_url=redis_url)
+                             batch=args.batch, probe_every=args.probe_every, workers=args.workers,
+                             redis_url=redis_url)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -292,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--insecure-dev", action="store_true", help="serve without a token (never outside a laptop)")
+    serve.add_argument("--workers", type=int, default=1, choices=range(1, 17), metavar="N",
+                       help="uvicorn worker processes (default 1); intake passes are serialised across them")
     serve.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser("bench-freshness", help=cmd_bench_freshness.__doc__)
@@ -302,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, default=1, help="events per POST, each for a different user (default 1)")
     bench.add_argument("--probe-every", type=int, default=1,
                        help="watch every Nth event until visible (default 1: every event; polling costs server CPU)")
+    bench.add_argument("--workers", type=int, default=1, help="worker processes of the served API (default 1)")
     bench.add_argument("--redis-url", help="Redis for --store redis (default: $DAILYMIX_REDIS_URL or redis://127.0.0.1"
                        ":6379/0); its dailymix keys are removed afterwards")
     bench.add_argument("--json", dest="json_out", help="also write the report to this JSON file")

@@ -37,6 +37,7 @@ MAX_EVENTS = 20_000
 MAX_SECONDS = 120.0
 VISIBLE_WITHIN_S = 5.0  # an event not visible by then counts as lost (reported, not hidden in the percentiles)
 POLL_INTERVAL_S = 0.002
+MAX_CONNECTIONS = 200  # keep-alive connections of the load client
 STARTUP_TIMEOUT_S = 90.0
 WORLD = WorldConfig(n_users=200, n_tracks=2000, n_artists=300, history_days=1)
 
@@ -49,6 +50,7 @@ class BenchConfig:
     users: int = 100
     batch: int = 1
     probe_every: int = 1
+    workers: int = 1
     redis_url: str = FeatureStoreConfig().redis_url
 
     def __post_init__(self) -> None:
@@ -60,6 +62,8 @@ class BenchConfig:
             raise ValueError(f"users must be 1..{WORLD.n_users - 1}, batch 1..min(users, 50)")
         if self.probe_every < 1:
             raise ValueError("probe_every must be at least 1")
+        if not 1 <= self.workers <= 16:
+            raise ValueError("workers must be 1..16")
 
 
 def free_port() -> int:
@@ -83,8 +87,8 @@ def seed_root(home: Path, config: BenchConfig) -> Settings:
 class Server:
     """`dailymix serve` in a subprocess; stopped (and its Redis keys dropped) on exit."""
 
-    def __init__(self, settings: Settings, token: str) -> None:
-        self.settings, self.token, self.port = settings, token, free_port()
+    def __init__(self, settings: Settings, token: str, workers: int = 1) -> None:
+        self.settings, self.token, self.port, self.workers = settings, token, free_port(), workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = settings.home / "serve.log"
         self.process: subprocess.Popen | None = None
@@ -93,7 +97,7 @@ class Server:
         env = {**os.environ, "DAILYMIX_API_TOKEN": self.token, "DAILYMIX_ONLINE_STORE": "",
                "DAILYMIX_REDIS_URL": ""}  # the saved settings decide the store, not the caller's environment
         command = [sys.executable, "-m", "pipeline.cli", "--home", str(self.settings.home), "serve",
-                   "--host", "127.0.0.1", "--port", str(self.port)]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -127,8 +131,9 @@ async def wait_until_up(client, server: Server) -> None:
         if reason := server.failed():
             raise RuntimeError(reason)
         try:
-            if (await client.get(f"{server.url}/healthz")).status_code == 200:
-                return
+            async with client.get(f"{server.url}/healthz") as response:
+                if response.status == 200:
+                    return
         except Exception:  # not listening yet
             pass
         await asyncio.sleep(0.1)
@@ -140,10 +145,14 @@ async def warm_up(client, server: Server, headers: dict, track: int) -> None:
     seconds, tens of seconds on a busy machine."""
     body = {"events": [{"user_id": WORLD.n_users - 1, "track_id": track, "ts": int(time.time() * 1000) - 1,
                         "ms_played": 30_000, "skipped": False}]}
-    response = await client.post(f"{server.url}/v1/events", json=body, headers=headers, timeout=STARTUP_TIMEOUT_S)
-    if response.status_code != 202:
-        raise RuntimeError(f"warm-up event rejected: {response.status_code} {response.text[:500]}")
-    await client.get(f"{server.url}/v1/users/{WORLD.n_users - 1}/features", headers=headers, timeout=STARTUP_TIMEOUT_S)
+    import aiohttp
+
+    slow = aiohttp.ClientTimeout(total=STARTUP_TIMEOUT_S)
+    async with client.post(f"{server.url}/v1/events", json=body, headers=headers, timeout=slow) as response:
+        if response.status != 202:
+            raise RuntimeError(f"warm-up event rejected: {response.status} {(await response.text())[:500]}")
+    async with client.get(f"{server.url}/v1/users/{WORLD.n_users - 1}/features", headers=headers, timeout=slow):
+        pass
 
 
 def plan_events(config: BenchConfig, track_ids: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -157,7 +166,7 @@ def plan_events(config: BenchConfig, track_ids: np.ndarray) -> list[tuple[int, i
 async def send_batch(client, url: str, headers: dict, events: list[tuple[int, int, bool]], at: float,
                      clock0: float) -> list[dict]:
     """POST `events` at `at` (monotonic), then poll each user's features until its event is listed."""
-    import httpx
+    import aiohttp
 
     await asyncio.sleep(max(0.0, at - time.monotonic()))
     sent = time.monotonic()
@@ -166,11 +175,12 @@ async def send_batch(client, url: str, headers: dict, events: list[tuple[int, in
                        for user, track, _ in events]}
     base = {"sent": sent - clock0}
     try:
-        response = await client.post(f"{url}/v1/events", json=body, headers=headers)
-    except httpx.HTTPError as error:
+        async with client.post(f"{url}/v1/events", json=body, headers=headers) as response:
+            status, text = response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError) as error:
         return [{**base, "status": type(error).__name__}] * len(events)
-    if response.status_code != 202:
-        return [{**base, "status": response.status_code, "detail": response.text[:300]}] * len(events)
+    if status != 202:
+        return [{**base, "status": status, "detail": text[:300]}] * len(events)
     posted = {**base, "status": 202, "post_ms": (time.monotonic() - sent) * 1000, "accepted": time.monotonic() - clock0}
     stamp = pd.Timestamp(ts_ms, unit="ms", tz="UTC").isoformat()
     async def unprobed() -> dict:
@@ -183,12 +193,13 @@ async def send_batch(client, url: str, headers: dict, events: list[tuple[int, in
 
 
 async def until_visible(client, url: str, headers: dict, track: int, stamp: str, sent: float, clock0: float) -> dict:
-    import httpx
+    import aiohttp
 
     while time.monotonic() - sent < VISIBLE_WITHIN_S:
         try:
-            items = (await client.get(url, headers=headers)).json()["last_interactions"]["items"]
-        except httpx.HTTPError:
+            async with client.get(url, headers=headers) as response:
+                items = (await response.json())["last_interactions"]["items"]
+        except (aiohttp.ClientError, TimeoutError):
             items = []
         if any(i["track_id"] == track and i["ts"] == stamp for i in items):
             return {"visible_ms": (time.monotonic() - sent) * 1000, "done": time.monotonic() - clock0}
@@ -197,11 +208,14 @@ async def until_visible(client, url: str, headers: dict, track: int, stamp: str,
 
 
 async def drive(server: Server, config: BenchConfig, track_ids: np.ndarray) -> tuple[list[dict], float]:
-    import httpx
+    import aiohttp
 
     headers = {"Authorization": f"Bearer {server.token}"}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(limits=limits, timeout=VISIBLE_WITHIN_S * 2) as client:
+    # aiohttp, not httpx: httpx's pool does work per pending request on every request (quadratic once requests
+    # queue), so at a few hundred requests/s the client, not the server, set the latency.
+    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS)
+    timeout = aiohttp.ClientTimeout(total=VISIBLE_WITHIN_S * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         await wait_until_up(client, server)
         await warm_up(client, server, headers, int(track_ids[-1]))
         events = plan_events(config, track_ids)
@@ -233,6 +247,7 @@ def summarise(results: list[dict], elapsed: float, config: BenchConfig) -> dict[
         "seconds": config.seconds,
         "batch": config.batch,
         "probe_every": config.probe_every,
+        "workers": config.workers,
         "events": len(results),
         "accepted": len(accepted),
         "rejected_or_failed": len(results) - len(accepted),
@@ -249,8 +264,8 @@ def summarise(results: list[dict], elapsed: float, config: BenchConfig) -> dict[
 
 def conditions(config: BenchConfig) -> dict[str, Any]:
     return {
-        "server": "dailymix serve: 1 uvicorn worker process, loopback HTTP/1.1 keep-alive",
-        "client": "httpx.AsyncClient in the benchmark process, open-loop, one features poller per event",
+        "server": f"dailymix serve: {config.workers} uvicorn worker process(es), loopback HTTP/1.1 keep-alive",
+        "client": "aiohttp.ClientSession in the benchmark process, open-loop, one features poller per event",
         "users": config.users,
         "catalog_tracks": WORLD.n_tracks,
         "cpus": os.cpu_count(),
@@ -268,7 +283,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         track_ids = pd.read_parquet(home / "world" / "catalog.parquet")["track_id"].to_numpy()
         context = conditions(config)
         try:
-            with Server(settings, secrets.token_urlsafe(16)) as server:
+            with Server(settings, secrets.token_urlsafe(16), config.workers) as server:
                 results, elapsed = asyncio.run(drive(server, config, track_ids))
         finally:
             drop_online_keys(settings)

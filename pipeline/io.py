@@ -30,6 +30,13 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def atomic_write_table(table, path: Path) -> Path:
+    """An Arrow table (e.g. a zero-copy slice of a bigger one, pandas metadata included) as one Parquet file."""
+    import pyarrow.parquet as pq
+
+    return _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
 def atomic_write_parquet_blocks(frames: Iterable[pd.DataFrame], path: Path, empty: pd.DataFrame,
                                 writing: Callable[[], AbstractContextManager] = nullcontext) -> Path:
     """Stream frames of one schema into one Parquet file (a row group each), atomically; `empty` if none.

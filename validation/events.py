@@ -112,6 +112,8 @@ def validate_events(
 
 def _as_text(column: pd.Series) -> pd.Series:
     """Stripped strings with NA for null or blank: the one form every rule parses from."""
+    if column.isna().all():  # an optional column nobody filled: skip the string kernels (their per-call cost)
+        return _absent(len(column))
     text = column.reset_index(drop=True).astype(_TEXT).str.strip()
     return text.mask((text == "").fillna(False).to_numpy(bool))
 
@@ -125,6 +127,8 @@ def _present(text: pd.Series) -> np.ndarray:
 
 
 def _fullmatch(text: pd.Series, pattern: str) -> np.ndarray:
+    if not text.notna().any():
+        return np.zeros(len(text), dtype=bool)
     return text.str.fullmatch(pattern).fillna(False).to_numpy(bool)
 
 

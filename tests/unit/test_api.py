@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -254,6 +255,136 @@ def test_features_include_genre_affinity_with_its_timestamp(client: TestClient, 
     assert client.get("/v1/users/9/features", headers=AUTH).json()["genre_affinity"] is None
 
 
+class GatedClock(Clock):
+    """Once armed, holds the next caller (the first intake pass reads the clock first) until `waiting()` is true."""
+
+    def __init__(self, at: pd.Timestamp) -> None:
+        super().__init__(at)
+        self.waiting = None
+
+    def __call__(self) -> pd.Timestamp:
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            deadline = time.monotonic() + 30  # a bound on waiting for the other threads, not a measured time
+            while not waiting():
+                assert time.monotonic() < deadline, "the other batches never queued"
+                time.sleep(0.001)
+        return self.at
+
+
+def test_concurrent_batches_share_an_intake_pass_and_lose_no_event(root: Settings) -> None:
+    """12 POSTs while a pass is held: all 11 others are handled in one pass, as if each had been sent alone."""
+    clock = GatedClock(START)
+    app = create_app(root, TOKEN, clock=clock)
+    service = app.state.service
+    shared = 60  # every batch also plays one track for this user: 12 merges of one last-10 in the same pass
+    batches = [[event(40 + k, 10 + j, f"{DAY}T10:{k:02d}:0{j}Z") for j in range(3)]
+               + [event(shared, 100 + k, f"{DAY}T10:{k:02d}:30Z")] for k in range(12)]
+    batches[11].append(batches[10][-1])  # the same play in two batches of one pass: stored once
+    answers: dict[int, tuple[int, dict, list]] = {}
+    with TestClient(app) as client:
+        client.post("/v1/events", headers=AUTH, json={"events": [event(70, 1, f"{DAY}T09:00:00Z")]})  # opens Feast
+
+        def send(k: int) -> None:
+            response = client.post("/v1/events", headers=AUTH, json={"events": batches[k]})
+            items = client.get(f"/v1/users/{40 + k}/features", headers=AUTH).json()["last_interactions"]["items"]
+            answers[k] = (response.status_code, response.json(), items)
+
+        clock.waiting = lambda: service.intake.waiting == 11
+        passes_before = service.intake.flushes
+        first = threading.Thread(target=send, args=(0,))
+        first.start()
+        while clock.waiting is not None and service.intake.waiting == 0 and not answers:
+            time.sleep(0.001)  # batch 0's pass is running (held by the clock) before the others are sent
+        others = [threading.Thread(target=send, args=(k,)) for k in range(1, 12)]
+        for thread in others:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join(60)
+        assert service.intake.flushes - passes_before == 2
+        for k in range(12):  # each batch's plays were online when its answer came
+            assert [(i["track_id"], i["ts"]) for i in answers[k][2]] == [
+                (10 + j, f"{DAY}T10:{k:02d}:0{j}+00:00") for j in range(3)]
+        statuses = {k: answers[k][0] for k in range(12)}
+        late = 11 if statuses[11] == 422 else 10  # whichever of the pair came later in the pass
+        assert statuses == {k: 422 if k == late else 202 for k in range(12)}
+        assert answers[late][1]["errors"] == [{"index": len(batches[late]) - 1, "reasons": ["duplicate"]}]
+        raw = read_raw_events(Layout(root.home), [DAY]).query("user_id >= 40 and user_id <= 60")
+        assert len(raw) == 12 * 4 and not raw.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
+        items = client.get(f"/v1/users/{shared}/features", headers=AUTH).json()["last_interactions"]["items"]
+        assert [i["track_id"] for i in items] == list(range(102, 112))  # the newest 10 of the 12
+        clock.at = pd.Timestamp(f"{DAY}T10:11:30Z") + pd.Timedelta(hours=24, seconds=1)  # TTL still applies
+        assert client.get(f"/v1/users/{shared}/features", headers=AUTH).json()["last_interactions"]["items"] == []
+
+
+def test_two_serving_processes_neither_lose_nor_duplicate_events(root: Settings) -> None:
+    """Two apps on one data root stand for `serve --workers 2`: each has its own intake passes, but a pass holds the
+    root's intake lock, so no read-merge-write of last-10 overwrites the other's and the duplicate rule sees both."""
+    apps = [create_app(root, TOKEN, clock=Clock(START)) for _ in range(2)]
+    plays = [event(80, 150 + k, f"{DAY}T10:00:{k:02d}Z") for k in range(10)]
+    batches = [[play] for play in plays] + [[plays[0], event(81, 150, f"{DAY}T10:00:00Z")]]  # plays[0] again
+    answers: dict[int, int] = {}
+    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+        clients = [first, second]
+
+        def send(k: int) -> None:
+            answers[k] = clients[k % 2].post("/v1/events", headers=AUTH, json={"events": batches[k]}).status_code
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(len(batches))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for client in clients:  # each process sees every play, in order
+            items = client.get("/v1/users/80/features", headers=AUTH).json()["last_interactions"]["items"]
+            assert [i["track_id"] for i in items] == list(range(150, 160))
+    assert sorted(answers.values()) == [202] * 10 + [422]  # whichever of the two copies of plays[0] came second
+    raw = read_raw_events(Layout(root.home), [DAY]).query("user_id == 80 or user_id == 81")
+    assert len(raw) == 11 and not raw.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
+
+
+def test_an_intake_pass_waits_while_another_process_holds_the_data_root(root: Settings) -> None:
+    from pipeline.api import EventIn, Service
+
+    holder, other = Service(root, Clock(START)), Service(root, Clock(START))  # separate lock handles, like processes
+    other.open()  # the Feast repo: slow once, not what is waited for below
+    done = threading.Event()
+
+    def ingest() -> None:
+        other.ingest([EventIn(**event(82, 160, f"{DAY}T10:00:00Z"))])
+        done.set()
+
+    with holder.exclusive():
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        assert not done.wait(1.0)  # blocked on the lock (a bound, not a measured time)
+    worker.join(60)
+    assert done.is_set()
+    assert read_raw_events(Layout(root.home), [DAY]).query("user_id == 82")[s.TRACK_ID].tolist() == [160]
+
+
+def test_serve_with_workers_builds_each_workers_app_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from pipeline import api
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
+    monkeypatch.setenv("DAILYMIX_API_TOKEN", TOKEN)
+    monkeypatch.setenv("DAILYMIX_HOME", "/elsewhere")
+    monkeypatch.delenv(api.INSECURE_DEV, raising=False)
+    assert cli.main(["--home", str(tmp_path), "serve", "--workers", "3"]) == 0
+    assert calls == [("pipeline.api:app_from_environment",
+                      {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3})]
+    worker = TestClient(api.app_from_environment())  # what each worker process runs
+    assert worker.app.state.service.settings.home == tmp_path.resolve()
+    assert worker.get("/v1/users/1/mixes").status_code == 401
+    monkeypatch.delenv("DAILYMIX_API_TOKEN")
+    with pytest.raises(RuntimeError, match="DAILYMIX_API_TOKEN"):
+        api.app_from_environment()
+
+
 # --- refresh --------------------------------------------------------------------------------------------------------
 
 
@@ -294,3 +425,35 @@ def test_serve_refuses_without_a_token(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("DAILYMIX_API_TOKEN", "t")
     assert cli.main(["--home", str(tmp_path), "serve"]) == 0
     assert calls == [("127.0.0.1", 8123), ("127.0.0.1", 8000)]
+
+
+# --- the last-10 merge ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_recent_is_last_interactions_of_stored_plus_new(seed: int) -> None:
+    """The intake's plain-Python merge against the pandas definition the daily snapshot uses, on random histories
+    with ties, repeats and rows beyond the horizon."""
+    import numpy as np
+
+    from pipeline.api import merge_recent
+    from pipeline.features import last_interactions
+
+    rng = np.random.default_rng(seed)
+    def plays(n: int) -> list[tuple[int, int, bool]]:
+        return [(int(ms), int(t), bool(k)) for ms, t, k in
+                zip(rng.integers(0, 40, n) * 1000, rng.integers(1, 6, n), rng.random(n) < 0.3, strict=True)]
+
+    stored, new, horizon_ms = plays(int(rng.integers(0, 11))), plays(int(rng.integers(1, 15))), 8_000
+    frame = pd.DataFrame([(1, pd.Timestamp(ms, unit="ms", tz="UTC"), t, k) for ms, t, k in [*stored, *new]],
+                         columns=[s.USER_ID, s.TS, s.TRACK_ID, s.SKIPPED])
+    frame = frame.drop_duplicates([s.USER_ID, s.TRACK_ID, s.TS])
+    expected = last_interactions(frame.loc[frame[s.TS] > pd.Timestamp(horizon_ms, unit="ms", tz="UTC")])
+    merged = merge_recent(stored, new, horizon_ms)
+    if expected.empty:
+        assert merged == []
+        return
+    row = expected.iloc[0]
+    assert [ms for ms, *_ in merged] == row["last_ts"].tolist()
+    assert [t for _, t, _ in merged] == row["last_track_ids"].tolist()
+    assert [int(k) for *_, k in merged] == row["last_skipped"].tolist()
