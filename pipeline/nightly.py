@@ -28,7 +28,7 @@ from pipeline.indexing import index_dir, index_for_model
 from pipeline.ingest import read_raw_events
 from pipeline.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.paths import Layout
-from pipeline.rerank import rerank_user
+from pipeline.rerank import explore_genres, genre_similarity, rerank_user
 from pipeline.taste import TasteCluster, taste_clusters
 from pipeline.world import read_world
 
@@ -119,6 +119,10 @@ class ShardContext:
         # Per genre, the most played tracks with room for a user's history to be skipped (see _explore_pool).
         self.explore_heads = {str(genre): rows.head(EXPLORE_POOL_PER_GENRE + EXPLORE_HEAD_MARGIN)
                               for genre, rows in self.by_popularity.groupby(s.GENRE, sort=False)}
+        # Which genres sit next to which in the item embedding: exploration draws from a user's neighbours.
+        rows = pd.Index(self.embeddings.track_ids).get_indexer(self.catalog[s.TRACK_ID].to_numpy())
+        self.genre_neighbours = genre_similarity(self.embeddings.item_factors[rows[rows >= 0]],
+                                                 self.catalog[s.GENRE].to_numpy()[rows >= 0], self.genres)
 
     def user_history(self, user: int) -> pd.DataFrame:
         lo = int(np.searchsorted(self.history_users, user, side="left"))
@@ -305,13 +309,12 @@ def _features(ctx: ShardContext, user: int, candidates: pd.DataFrame) -> pd.Data
 
 
 def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.DataFrame:
-    """Never-played, most-played tracks of the genres the user listens to least."""
+    """Never-played, most-played tracks of the genres next to the user's taste that have no mix yet."""
     genres = ctx.genres
     row = ctx.user_row.get(user)
     vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
-    order = np.argsort(affinity, kind="stable")
-    under_explored = {genres[i] for i in order[: max(1, len(genres) // 2)]}
+    under_explored = set(explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank))
     heard = history[s.TRACK_ID].unique()
     if len(heard) <= EXPLORE_HEAD_MARGIN:  # a genre's head then still holds its top tracks the user never heard
         heads = [ctx.explore_heads[g] for g in genres if g in under_explored and g in ctx.explore_heads]

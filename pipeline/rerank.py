@@ -1,9 +1,10 @@
 """Re-ranking: turn scored candidates into mixes that obey the platform's rules.
 
 Per mix: `tracks_per_mix` slots; `round(exploration_rate * slots)` of them explore (sampled
-from the user's under-explored genres), the rest exploit (the ranker's best, deterministic);
-at least `min_discovery_share` never-played tracks; at most `max_tracks_per_artist` per
-artist; no track in two mixes of a user. Every slot records its policy and its propensity:
+from genres next to the user's taste), the rest exploit (the ranker's best, deterministic);
+the exploitation slots hold at least `min_discovery_share` (of the mix) never-played tracks, and the
+exploration slots come on top of that quota, so more exploration means more discovery; at most
+`max_tracks_per_artist` per artist; no track in two mixes of a user. Every slot records its policy and its propensity:
 the probability this policy had of placing that track there.
 """
 
@@ -32,11 +33,49 @@ class MixPlan:
 
 
 def slot_counts(config: RerankConfig) -> tuple[int, int, int]:
-    """(exploration slots, exploitation slots, discoveries required among exploitation slots)."""
+    """(exploration slots, exploitation slots, discoveries required among exploitation slots).
+
+    Exploration slots do not count towards the discovery quota: if they did, each one would replace an
+    exploitation discovery and ε would not change how much a mix discovers (measured: flat discovery share).
+    """
     n_explore = math.floor(config.exploration_rate * config.tracks_per_mix + 0.5)  # half up: 4.5 slots → 5
     n_exploit = config.tracks_per_mix - n_explore
-    required = math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
-    return n_explore, n_exploit, max(0, required - n_explore)
+    return n_explore, n_exploit, min(n_exploit, required_discoveries(config))
+
+
+def required_discoveries(config: RerankConfig) -> int:
+    """Never-played tracks the quota asks of a mix: `min_discovery_share` of its slots, rounded up."""
+    return math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
+
+
+def genre_similarity(item_vectors: np.ndarray, item_genres: np.ndarray, genres: list[str]) -> np.ndarray:
+    """Genres × genres cosine similarity of the genres' centroids in the ranker's item embedding (negatives → 0).
+
+    The embedding is learnt from co-listening, so genres whose listeners overlap sit close; a genre without
+    embedded tracks has similarity 0 to every genre.
+    """
+    vectors = np.asarray(item_vectors, dtype=float)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    codes = pd.Categorical(np.asarray(item_genres).astype(str), categories=genres).codes
+    centroids = np.zeros((len(genres), unit.shape[1]))
+    np.add.at(centroids, codes[codes >= 0], unit[codes >= 0])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return np.clip(centroids @ centroids.T, 0.0, None)
+
+
+def explore_genres(own: np.ndarray, neighbours: np.ndarray, genres: list[str], config: RerankConfig) -> list[str]:
+    """The `explore_genres` genres next to the user's taste that have no mix of their own, nearest first.
+
+    `own`: the user's share of completed plays per genre; `neighbours`: `genre_similarity`. Nearness =
+    own @ neighbours, the play-weighted similarity of the genre to what the user plays. Genres holding
+    `min_cluster_share` of the user's plays already get a mix, so exploring them adds no diversity. Exploring
+    the least-liked genres instead (the first design) cost a ~72% skip rate and never brought a lost genre back.
+    """
+    own = np.nan_to_num(np.asarray(own, dtype=float))
+    nearness = own @ neighbours
+    without_mix = np.flatnonzero(own < config.min_cluster_share)
+    ranked = sorted(without_mix.tolist(), key=lambda g: (-nearness[g], g))  # ties: vocabulary order
+    return [genres[g] for g in ranked[: config.explore_genres]]
 
 
 def explore_positions(n_explore: int, length: int) -> list[int]:
@@ -66,8 +105,9 @@ def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame
     cannot fill the exploitation slots under the rules. (Works on row positions of the ranked frame:
     one sort and one take instead of a frame per step.)
     """
-    n_explore, n_exploit, required = slot_counts(config)
-    most_discoveries = max(required, math.floor(config.max_discovery_share * config.tracks_per_mix) - n_explore)
+    _, n_exploit, required = slot_counts(config)
+    # The soft cap is on the exploitation slots alone (exploration adds discoveries on top, see slot_counts).
+    most_discoveries = min(n_exploit, max(required, math.floor(config.max_discovery_share * config.tracks_per_mix)))
     ranked = candidates.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
     artists, discovery = ranked[s.ARTIST_ID].to_numpy(), ranked[s.DISCOVERY].to_numpy(dtype=bool)
     positions = np.arange(len(ranked))
@@ -164,7 +204,7 @@ def rule_violations(slots: pd.DataFrame, config: RerankConfig) -> list[str]:
     """Every broken rule in published slots (user_id, mix_index, ...), as readable strings."""
     problems: list[str] = []
     n_explore, _, _ = slot_counts(config)
-    required = math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
+    required = required_discoveries(config)
     for user, mixes in slots.groupby(s.USER_ID):
         if mixes[s.MIX_INDEX].nunique() > config.max_mixes:
             problems.append(f"user {user}: {mixes[s.MIX_INDEX].nunique()} mixes > {config.max_mixes}")
