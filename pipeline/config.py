@@ -49,8 +49,9 @@ class RerankConfig(_Config):
     max_tracks_per_artist: int = Field(2, ge=1, description="Most tracks of one artist in a mix.")
     exploration_rate: float = Field(0.1, ge=0, le=1, description="Share of slots filled by exploration (epsilon).")
     explore_genres: int = Field(
-        6, ge=1, description="Genres an exploration slot draws from: those nearest the user's taste (by how the "
-        "listeners of the user's genres split their plays) among the genres without a mix of their own.")
+        2, ge=1, description="Genres exploration draws from (more if they hold too few artists): of the genres "
+        "without a mix of their own, those the user plays most, then those nearest the user's genres in the item "
+        "embedding.")
     min_cluster_share: float = Field(
         0.08, ge=0, le=1, description="A taste cluster needs this share of recent plays to become a mix."
     )

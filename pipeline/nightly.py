@@ -28,7 +28,7 @@ from pipeline.indexing import index_dir, index_for_model
 from pipeline.ingest import read_raw_events
 from pipeline.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.paths import Layout
-from pipeline.rerank import explore_genres, genre_similarity, rerank_user
+from pipeline.rerank import explore_genres, genre_similarity, nearest_pool, rerank_user
 from pipeline.taste import TasteCluster, taste_clusters
 from pipeline.world import read_world
 
@@ -314,7 +314,8 @@ def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.Dat
     row = ctx.user_row.get(user)
     vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
-    under_explored = set(explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank))
+    ranked = explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank)
+    under_explored = set(ranked)
     heard = history[s.TRACK_ID].unique()
     if len(heard) <= EXPLORE_HEAD_MARGIN:  # a genre's head then still holds its top tracks the user never heard
         heads = [ctx.explore_heads[g] for g in genres if g in under_explored and g in ctx.explore_heads]
@@ -322,7 +323,7 @@ def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.Dat
     else:
         ranked = ctx.by_popularity
     pool = ranked.loc[ranked[s.GENRE].isin(under_explored) & ~ranked[s.TRACK_ID].isin(heard)]
-    pool = pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE)
+    pool = nearest_pool(pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE), ranked, ctx.settings.rerank)
     return pool[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].assign(**{s.DISCOVERY: True})
 
 

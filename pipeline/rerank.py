@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline import schema as s
 from pipeline.config import RerankConfig
 
+EXPLORE_ARTISTS_PER_SLOT = 4  # exploration pool breadth: artists per exploration slot, at least
 SLOT_COLUMNS = [s.MIX_INDEX, s.POSITION, s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD, s.DISCOVERY, s.POLICY,
                 s.PROPENSITY, s.SCORE]
 
@@ -64,18 +65,34 @@ def genre_similarity(item_vectors: np.ndarray, item_genres: np.ndarray, genres: 
 
 
 def explore_genres(own: np.ndarray, neighbours: np.ndarray, genres: list[str], config: RerankConfig) -> list[str]:
-    """The `explore_genres` genres next to the user's taste that have no mix of their own, nearest first.
+    """Every genre without a mix of its own, nearest to the user's taste first.
 
-    `own`: the user's share of completed plays per genre; `neighbours`: `genre_similarity`. Nearness =
-    own @ neighbours, the play-weighted similarity of the genre to what the user plays. Genres holding
-    `min_cluster_share` of the user's plays already get a mix, so exploring them adds no diversity. Exploring
-    the least-liked genres instead (the first design) cost a ~72% skip rate and never brought a lost genre back.
+    `own`: the user's (smoothed) share of completed plays per genre; `neighbours`: `genre_similarity`. Genres
+    holding `min_cluster_share` of the user's plays already get a mix, so exploring them adds no diversity.
+    Nearest = the most played by the user (a genre that lost its mix, or never had enough plays for one), then,
+    among genres the user has not played, the most similar to what the user plays (own @ neighbours).
+    Exploring the least-liked genres instead (the first design) was skipped ~72% of the time and never brought
+    a lost genre back.
     """
     own = np.nan_to_num(np.asarray(own, dtype=float))
     nearness = own @ neighbours
     without_mix = np.flatnonzero(own < config.min_cluster_share)
-    ranked = sorted(without_mix.tolist(), key=lambda g: (-nearness[g], g))  # ties: vocabulary order
-    return [genres[g] for g in ranked[: config.explore_genres]]
+    return [genres[g] for g in sorted(without_mix.tolist(), key=lambda g: (-own[g], -nearness[g], g))]
+
+
+def nearest_pool(pool: pd.DataFrame, ranked_genres: list[str], config: RerankConfig) -> pd.DataFrame:
+    """The pool's tracks of the first `explore_genres` of `ranked_genres`, widened genre by genre while it holds
+    fewer than EXPLORE_ARTISTS_PER_SLOT artists per exploration slot (a mix draws distinct artists, minus its own)."""
+    n_explore, _, _ = slot_counts(config)
+    by_genre = {genre: set(rows.tolist()) for genre, rows in pool.groupby(s.GENRE, sort=False)[s.ARTIST_ID]}
+    chosen: list[str] = []
+    artists: set[int] = set()
+    for genre in ranked_genres:
+        if len(chosen) >= config.explore_genres and len(artists) >= EXPLORE_ARTISTS_PER_SLOT * n_explore:
+            break
+        chosen.append(genre)
+        artists |= by_genre.get(genre, set())
+    return pool.loc[pool[s.GENRE].isin(chosen)]
 
 
 def explore_positions(n_explore: int, length: int) -> list[int]:

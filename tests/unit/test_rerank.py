@@ -42,18 +42,18 @@ def quota_candidates(candidate_factory) -> pd.DataFrame:
     )
 
 
-# Under the cap of 2 per artist the best familiar tracks are the first two of artists 1..12; the quota takes the
-# three best discoveries although every familiar track outscores them.
-QUOTA_FAMILIAR = [3 * a + k for a in range(12) for k in (1, 2)]
-QUOTA_EXPLOIT = [*QUOTA_FAMILIAR, 101, 102, 103]
+# The quota takes the six best discoveries (20% of 30) although every familiar track outscores them; the other
+# 21 exploit slots take, under the cap of 2 per artist, the first two tracks of artists 1..10 and track 31.
+QUOTA_FAMILIAR = [*(3 * a + k for a in range(10) for k in (1, 2)), 31]
+QUOTA_EXPLOIT = [*QUOTA_FAMILIAR, *range(101, 107)]
 
 
 # --- slot arithmetic ----------------------------------------------------------------------------------------------
 
 
 def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
-    # 3 explore + 27 exploit; 6 discoveries (20% of 30) required, 3 of them already covered by explore slots.
-    assert slot_counts(rerank_config) == (3, 27, 3)
+    # 3 explore + 27 exploit; the exploit slots hold the 6 discoveries (20% of 30), exploration comes on top.
+    assert slot_counts(rerank_config) == (3, 27, 6)
 
 
 @pytest.mark.parametrize(
@@ -61,9 +61,10 @@ def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
     [
         ({"exploration_rate": 0.0}, (0, 30, 6)),
         ({"min_discovery_share": 0.0}, (3, 27, 0)),
-        ({"min_discovery_share": 0.05}, (3, 27, 0)),  # 1.5 → 2 discoveries, both covered by exploration
-        ({"tracks_per_mix": 10}, (1, 9, 1)),
-        ({"exploration_rate": 0.5}, (15, 15, 0)),
+        ({"min_discovery_share": 0.05}, (3, 27, 2)),  # 1.5 → 2 discoveries
+        ({"tracks_per_mix": 10}, (1, 9, 2)),
+        ({"exploration_rate": 0.5}, (15, 15, 6)),
+        ({"exploration_rate": 0.9}, (27, 3, 3)),  # the quota cannot ask for more than the exploitation slots
     ],
 )
 def test_slot_counts_other_settings(update: dict, expected: tuple[int, int, int]) -> None:
@@ -90,7 +91,7 @@ def test_exploit_picks_the_best_under_artist_cap_and_discovery_quota(quota_candi
 
 def test_discoveries_are_held_to_max_share_while_familiar_tracks_last(candidate_factory, rerank_config) -> None:
     # Discoveries 101..140 outscore familiar 1..30; all artists distinct. Unconstrained, the top 27 would be all
-    # discoveries; the soft cap keeps the mix at 50%: 12 exploit discoveries + 3 explore = 15 of 30.
+    # discoveries; the soft cap holds the exploit slots to 15 discoveries (50% of the mix), exploration on top.
     familiar, found = np.arange(1, 31), np.arange(101, 141)
     candidates = candidate_factory(
         np.r_[familiar, found], np.r_[familiar, found], np.r_[10.0 - familiar / 100, 100.0 - found / 100],
@@ -98,7 +99,7 @@ def test_discoveries_are_held_to_max_share_while_familiar_tracks_last(candidate_
     )
     exploit = pick_exploit(candidates, rerank_config)
     assert exploit is not None
-    assert exploit[s.TRACK_ID].tolist() == [*range(101, 113), *range(1, 16)]
+    assert exploit[s.TRACK_ID].tolist() == [*range(101, 116), *range(1, 13)]
 
 
 def test_discoveries_fill_in_when_familiar_tracks_run_out(candidate_factory, rerank_config) -> None:
@@ -162,7 +163,7 @@ def test_mix_interleaves_exploration_into_exploit_score_order(quota_candidates, 
     assert exploit[s.TRACK_ID].tolist() == QUOTA_EXPLOIT
     assert (exploit[s.POLICY] == s.POLICY_EXPLOIT).all()
     assert (slots.loc[slots[s.POSITION].isin(EXPLORE_AT), s.POLICY] == s.POLICY_EXPLORE).all()
-    assert slots[s.DISCOVERY].sum() == 6  # exactly the 20% minimum: 3 quota discoveries + 3 explore
+    assert slots[s.DISCOVERY].sum() == 9  # the 20% minimum in the exploit slots, and the 3 explore slots on top
 
 
 def test_contested_tracks_go_to_the_first_cluster(candidate_factory, wide_explore_pool, rerank_config, rng) -> None:
@@ -348,7 +349,7 @@ def test_rerank_user_explore_propensity_is_the_placement_probability(candidate_f
     # mix already exploits: they are out, leaving 5 artists with 1, 2, 3, 4, 1 tracks → propensity 3/5 x 1/n_a.
     config = RerankConfig(tracks_per_mix=10, exploration_rate=0.3)
     ids = np.arange(1, 8)
-    candidates = candidate_factory(ids, ids, 10.0 - ids, np.zeros(7, bool))
+    candidates = candidate_factory(ids, ids, 10.0 - ids, np.isin(ids, [6, 7]))  # the quota: 2 discoveries
     eligible = explore_factory({901: 1, 902: 2, 903: 3, 904: 4, 905: 1})
     pool = pd.concat([eligible, explore_factory({1: 2, 2: 1}, first_track=95_000)], ignore_index=True)
     size = eligible.groupby(s.ARTIST_ID)[s.TRACK_ID].transform("size")
