@@ -42,10 +42,11 @@ class RerankConfig(_Config):
 
     max_mixes: int = Field(6, ge=1, description="Most mixes per user; fewer for narrow tastes.")
     tracks_per_mix: int = Field(30, ge=1, description="Slots per mix.")
-    min_discovery_share: float = Field(0.2, ge=0, le=1, description="Least share of never-played tracks.")
+    min_discovery_share: float = Field(0.2, ge=0, le=1, description="Least share of never-played tracks, held by "
+                                       "the exploitation slots alone (exploration slots add discoveries on top).")
     max_discovery_share: float = Field(
-        0.5, ge=0, le=1, description="Most share of never-played tracks while familiar candidates last: a Daily Mix "
-        "is mostly favourites.")
+        0.5, ge=0, le=1, description="Most never-played tracks in the exploitation slots (as a share of the mix) while "
+        "familiar candidates last: a Daily Mix is mostly favourites. Exploration slots come on top.")
     max_tracks_per_artist: int = Field(2, ge=1, description="Most tracks of one artist in a mix.")
     exploration_rate: float = Field(0.1, ge=0, le=1, description="Share of slots filled by exploration (epsilon).")
     explore_genres: int = Field(

@@ -11,9 +11,13 @@ import pytest
 from pipeline import schema as s
 from pipeline.config import RerankConfig
 from pipeline.rerank import (
+    EXPLORE_ARTISTS_PER_SLOT,
     SLOT_COLUMNS,
     MixPlan,
+    explore_genres,
     explore_positions,
+    genre_similarity,
+    nearest_pool,
     pick_exploit,
     pick_explore,
     rerank_user,
@@ -76,6 +80,64 @@ def test_explore_positions_are_evenly_spread() -> None:
     assert explore_positions(1, 30) == [15]
     assert explore_positions(2, 10) == [2, 7]
     assert explore_positions(0, 30) == []
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.2, 0.3])
+def test_exploration_adds_discoveries_on_top_of_the_quota(quota_candidates, wide_explore_pool, epsilon, rng) -> None:
+    # Familiar tracks outscore every discovery, so the exploit slots hold exactly the quota (6) and every explore
+    # slot is one more discovery: 6, 9, 12, 15 of 30 — more exploration, more discovery.
+    config = RerankConfig(exploration_rate=epsilon)
+    (mix,) = rerank_user(quota_candidates, ["Rock"], wide_explore_pool, config, rng)
+    assert int(mix.slots[s.DISCOVERY].sum()) == 6 + round(30 * epsilon)
+
+
+# --- exploration: which genres ------------------------------------------------------------------------------------
+
+GENRES = ["rock", "pop", "jazz", "metal", "folk"]
+
+
+def test_genre_similarity_is_the_cosine_of_genre_centroids() -> None:
+    # rock and metal tracks point along x, jazz along y, folk halfway; pop has no embedded track.
+    vectors = np.array([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    genres = np.array(["rock", "rock", "jazz", "metal", "folk", "folk"])
+    similarity = genre_similarity(vectors, genres, GENRES)
+    # folk's centroid: (1, 1)/√2 + (-1, 0) = (1/√2 - 1, 1/√2), unit → cos with x < 0 (clipped), with y = 0.924
+    folk = np.array([1 / np.sqrt(2) - 1, 1 / np.sqrt(2)])
+    folk_y = folk[1] / np.linalg.norm(folk)
+    expected = np.array([
+        [1, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0],
+        [0, 0, 1, 0, folk_y],
+        [1, 0, 0, 1, 0],
+        [0, 0, folk_y, 0, 1],
+    ])
+    np.testing.assert_allclose(similarity, expected, atol=1e-12)
+
+
+def test_explore_genres_are_the_users_genres_without_a_mix_then_the_nearest() -> None:
+    # The user plays rock (mix) and jazz (mix); folk had some plays (0.05 < 8%: no mix); pop and metal none.
+    own = np.array([0.60, 0.01, 0.33, 0.01, 0.05])
+    neighbours = np.eye(5)
+    neighbours[0, 3] = neighbours[3, 0] = 0.9  # metal sits next to rock; pop next to nothing
+    assert explore_genres(own, neighbours, GENRES, RerankConfig()) == ["folk", "metal", "pop"]
+
+
+def test_explore_genres_without_any_plays_follow_the_vocabulary() -> None:
+    assert explore_genres(np.full(5, 0.0), np.eye(5), GENRES, RerankConfig()) == GENRES
+
+
+def test_nearest_pool_takes_the_first_genres_and_widens_until_enough_artists(explore_factory) -> None:
+    config = RerankConfig()  # 3 explore slots → at least 12 artists; explore_genres = 2
+    need = EXPLORE_ARTISTS_PER_SLOT * 3
+    folk = explore_factory({a: 2 for a in range(need)}, genre="folk")
+    metal = explore_factory({100 + a: 1 for a in range(5)}, first_track=91_000, genre="metal")
+    pop = explore_factory({200: 3}, first_track=92_000, genre="pop")
+    pool = pd.concat([pop, metal, folk], ignore_index=True)
+    wide = nearest_pool(pool, ["folk", "metal", "pop"], config)
+    assert sorted(set(wide[s.GENRE])) == ["folk", "metal"]  # two genres, already ≥ 12 artists
+    assert len(wide) == 2 * need + 5
+    few = nearest_pool(pool.loc[pool[s.GENRE] != "folk"], ["folk", "metal", "pop"], config)
+    assert sorted(set(few[s.GENRE])) == ["metal", "pop"]  # 6 artists < 12: every genre in the ranking is taken
 
 
 # --- exploitation: the known best picks ---------------------------------------------------------------------------
