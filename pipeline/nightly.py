@@ -314,8 +314,8 @@ def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.Dat
     row = ctx.user_row.get(user)
     vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
-    ranked = explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank)
-    under_explored = set(ranked)
+    nearest = explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank)
+    under_explored = set(nearest)
     heard = history[s.TRACK_ID].unique()
     if len(heard) <= EXPLORE_HEAD_MARGIN:  # a genre's head then still holds its top tracks the user never heard
         heads = [ctx.explore_heads[g] for g in genres if g in under_explored and g in ctx.explore_heads]
@@ -323,7 +323,7 @@ def _explore_pool(ctx: ShardContext, user: int, history: pd.DataFrame) -> pd.Dat
     else:
         ranked = ctx.by_popularity
     pool = ranked.loc[ranked[s.GENRE].isin(under_explored) & ~ranked[s.TRACK_ID].isin(heard)]
-    pool = nearest_pool(pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE), ranked, ctx.settings.rerank)
+    pool = nearest_pool(pool.groupby(s.GENRE, sort=False).head(EXPLORE_POOL_PER_GENRE), nearest, ctx.settings.rerank)
     return pool[[s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]].assign(**{s.DISCOVERY: True})
 
 
