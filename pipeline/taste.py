@@ -31,6 +31,22 @@ def number_of_clusters(genres: pd.Series, config: RerankConfig, n_distinct: int)
     return max(1, min(broad, config.max_mixes, n_distinct))
 
 
+def genre_centroids(plays: pd.DataFrame, counts: pd.Series, vectors: np.ndarray, k: int) -> np.ndarray:
+    """Play-weighted centroids of the tracks of the user's k most played genres (ties: genre name): the k-means start.
+
+    k counts genres, so the clusters start one per genre. Random starts often split the main genre by mood
+    and left a smaller taste genre without a mix; without a mix its plays faded and it dropped below
+    `min_cluster_share` for good (measured: mixes per user 1.73 → 1.12 in 8 simulated weeks while users have
+    1.9 taste genres each).
+    """
+    genre_of = plays.groupby(s.TRACK_ID)[s.GENRE].first().reindex(counts.index).to_numpy()
+    shares = plays[s.GENRE].value_counts()
+    top = sorted(shares.index, key=lambda genre: (-shares[genre], genre))[:k]
+    weights = counts.to_numpy(dtype=float)
+    return np.vstack([np.average(vectors[genre_of == genre], axis=0, weights=weights[genre_of == genre])
+                      for genre in top])
+
+
 def taste_clusters(
     plays: pd.DataFrame, item_vectors: np.ndarray, item_row: dict[int, int], config: RerankConfig, seed: int
 ) -> list[TasteCluster]:
@@ -47,7 +63,9 @@ def taste_clusters(
     counts = plays.groupby(s.TRACK_ID).size()
     vectors = normalise(item_vectors[[item_row[int(t)] for t in counts.index]])
     k = number_of_clusters(plays[s.GENRE], config, len(counts))
-    labels = KMeans(n_clusters=k, random_state=seed, n_init=4).fit_predict(vectors, sample_weight=counts.to_numpy())
+    init = genre_centroids(plays, counts, vectors, k)
+    labels = KMeans(n_clusters=k, init=init, n_init=1, random_state=seed).fit_predict(
+        vectors, sample_weight=counts.to_numpy())
     by_track = pd.Series(labels, index=counts.index)
     plays = plays.assign(cluster=plays[s.TRACK_ID].map(by_track).to_numpy())
     clusters = []
