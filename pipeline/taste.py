@@ -31,31 +31,29 @@ def number_of_clusters(genres: pd.Series, config: RerankConfig, n_distinct: int)
     return max(1, min(broad, config.max_mixes, n_distinct))
 
 
-def genre_centroids(plays: pd.DataFrame, counts: pd.Series, vectors: np.ndarray, k: int) -> np.ndarray:
-    """Play-weighted centroids of the tracks of the user's k most played genres (ties: genre name): the k-means start.
+def genre_labels(genre_of: np.ndarray, weights: np.ndarray, vectors: np.ndarray, top: list[str]) -> np.ndarray:
+    """Cluster of each track: its genre's index in `top`, else the `top` genre whose play-weighted centroid is
+    nearest (cosine). `vectors` are unit rows; `genre_of`/`weights` per row.
 
-    k counts genres, so the clusters start one per genre. Random starts often split the main genre by mood
-    and left a smaller taste genre without a mix; without a mix its plays faded and it dropped below
-    `min_cluster_share` for good (measured: mixes per user 1.73 → 1.12 in 8 simulated weeks while users have
-    1.9 taste genres each).
+    number_of_clusters counts genres, so the clusters are those genres. k-means over the embedding (the first
+    design, from any start) split a big genre by mood and folded a smaller taste genre into it; without a mix of
+    its own that genre's plays faded below `min_cluster_share` and it never came back (measured: mixes per user
+    1.73 → 1.12 in 8 simulated weeks, though users have 1.9 taste genres each).
     """
-    genre_of = plays.groupby(s.TRACK_ID)[s.GENRE].first().reindex(counts.index).to_numpy()
-    shares = plays[s.GENRE].value_counts()
-    top = sorted(shares.index, key=lambda genre: (-shares[genre], genre))[:k]
-    weights = counts.to_numpy(dtype=float)
-    return np.vstack([np.average(vectors[genre_of == genre], axis=0, weights=weights[genre_of == genre])
-                      for genre in top])
+    centroids = normalise(np.vstack([np.average(vectors[genre_of == genre], axis=0, weights=weights[genre_of == genre])
+                                     for genre in top]))
+    own = pd.Index(top).get_indexer(genre_of)
+    return np.where(own >= 0, own, np.argmax(vectors @ centroids.T, axis=1))
 
 
 def taste_clusters(
     plays: pd.DataFrame, item_vectors: np.ndarray, item_row: dict[int, int], config: RerankConfig, seed: int
 ) -> list[TasteCluster]:
-    """KMeans over the embeddings of the tracks a user completed recently, weighted by plays.
+    """One cluster per genre holding `min_cluster_share` of the user's recent completed plays (`genre_labels`).
 
-    `plays` has track_id, genre, mood (one row per completed play). Largest cluster first.
+    `plays` has track_id, genre, mood (one row per completed play). Largest cluster first. `seed` is unused:
+    the assignment is deterministic (the signature is the nightly's).
     """
-    from sklearn.cluster import KMeans
-
     # Membership by dict lookup: `isin(item_row.keys())` would hash the whole catalog on every call.
     plays = plays.loc[np.fromiter((int(t) in item_row for t in plays[s.TRACK_ID]), dtype=bool, count=len(plays))]
     if plays.empty:
@@ -63,9 +61,10 @@ def taste_clusters(
     counts = plays.groupby(s.TRACK_ID).size()
     vectors = normalise(item_vectors[[item_row[int(t)] for t in counts.index]])
     k = number_of_clusters(plays[s.GENRE], config, len(counts))
-    init = genre_centroids(plays, counts, vectors, k)
-    labels = KMeans(n_clusters=k, init=init, n_init=1, random_state=seed).fit_predict(
-        vectors, sample_weight=counts.to_numpy())
+    shares = plays[s.GENRE].value_counts()
+    top = sorted(shares.index, key=lambda genre: (-shares[genre], genre))[:k]  # ties: genre name
+    genre_of = plays.groupby(s.TRACK_ID)[s.GENRE].first().reindex(counts.index).to_numpy()
+    labels = genre_labels(genre_of, counts.to_numpy(dtype=float), vectors, top)
     by_track = pd.Series(labels, index=counts.index)
     plays = plays.assign(cluster=plays[s.TRACK_ID].map(by_track).to_numpy())
     clusters = []

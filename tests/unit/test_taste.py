@@ -105,3 +105,24 @@ def test_no_known_plays_no_clusters(separated, rerank_config, seed) -> None:
 
 def test_title_format() -> None:
     assert TasteCluster(np.ones(2), 1.0, "hip-hop", "energetic").title == "Hip-Hop · energetic"
+
+
+def test_clusters_start_one_per_genre_so_a_smaller_genre_keeps_its_mix(rng) -> None:
+    # Jazz (80% of plays) comes in two tight mood groups far apart (e0 and e1); blues (20%) sits between them but
+    # closer to jazz-e0. k = 2 (two genres ≥ 8%). 2-means — even started at the two genre centroids — ends with
+    # jazz-e0 + blues vs jazz-e1, leaving blues without a mix; clusters by genre give jazz and blues.
+    vectors, rows, item_row = [], [], {}
+    for track in range(30):
+        if track < 12:
+            direction, genre, plays = np.array([1.0, 0.0, 0.0]), "jazz", 6
+        elif track < 24:
+            direction, genre, plays = np.array([0.0, 1.0, 0.0]), "jazz", 6
+        else:
+            direction, genre, plays = np.array([0.8, 0.3, 0.52]), "blues", 6
+        vectors.append(direction + rng.normal(0, 0.01, 3))
+        item_row[track] = track
+        rows += [(track, genre, "calm")] * plays
+    plays = pd.DataFrame(rows, columns=[s.TRACK_ID, s.GENRE, s.MOOD])
+    clusters = taste_clusters(plays, np.vstack(vectors), item_row, RerankConfig(), seed=0)
+    assert [c.genre for c in clusters] == ["jazz", "blues"]
+    assert [round(c.weight, 2) for c in clusters] == [0.8, 0.2]
