@@ -223,7 +223,7 @@ def _rerank(ctx: ShardContext, user: int, night: dict, clusters: list[TasteClust
     config = ctx.settings.rerank
     pool = _explore_pool(ctx, user, history)
     rng = np.random.default_rng([ctx.settings.seed, int(pd.Timestamp(ctx.day).strftime("%Y%m%d")), user])
-    mixes = rerank_user(candidates, [c.title for c in clusters], pool, config, rng)
+    mixes = rerank_user(candidates, [c.title for c in clusters], pool, config, rng, [c.genre for c in clusters])
     frames = [
         mix.slots.assign(**{s.MIX_TITLE: mix.title, s.MIX_ID: f"{ctx.day}:{user}:{mix.index}"}) for mix in mixes
     ]

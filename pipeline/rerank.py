@@ -114,18 +114,21 @@ def _greedy(positions: np.ndarray, artists: np.ndarray, counts: dict[int, int], 
     return chosen
 
 
-def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame | None:
-    """Best-scored candidates under the artist cap, with the discovery quota met.
+def pick_exploit(candidates: pd.DataFrame, config: RerankConfig, genre: str | None = None) -> pd.DataFrame | None:
+    """Best-scored candidates under the artist cap, with the discovery quota met, in score order.
 
     First the best `required` discoveries; then the best of the rest, holding discoveries to
-    `max_discovery_share` of the mix while familiar candidates last. None when the candidates
+    `max_discovery_share` of the mix while familiar candidates last. Given the mix's `genre`, candidates of
+    that genre outrank the others ("best" = best of the genre while it lasts). None when the candidates
     cannot fill the exploitation slots under the rules. (Works on row positions of the ranked frame:
     one sort and one take instead of a frame per step.)
     """
     _, n_exploit, required = slot_counts(config)
     # The soft cap is on the exploitation slots alone (exploration adds discoveries on top, see slot_counts).
     most_discoveries = min(n_exploit, max(required, math.floor(config.max_discovery_share * config.tracks_per_mix)))
-    ranked = candidates.sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
+    off_genre = (candidates[s.GENRE] != genre).to_numpy() if genre is not None else np.zeros(len(candidates), bool)
+    ranked = candidates.assign(_off_genre=off_genre).sort_values(
+        ["_off_genre", s.SCORE, s.TRACK_ID], ascending=[True, False, True]).drop(columns="_off_genre")
     artists, discovery = ranked[s.ARTIST_ID].to_numpy(), ranked[s.DISCOVERY].to_numpy(dtype=bool)
     positions = np.arange(len(ranked))
     cap, counts = config.max_tracks_per_artist, {}
@@ -138,8 +141,8 @@ def pick_exploit(candidates: pd.DataFrame, config: RerankConfig) -> pd.DataFrame
     chosen += _greedy(rest, artists, counts, cap, n_exploit - len(chosen))
     if len(chosen) < n_exploit:
         return None
-    # `ranked` is in (score desc, track asc) order and track ids are unique, so sorted positions are that order.
-    return ranked.iloc[np.sort(chosen)].assign(**{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0})
+    picked = ranked.iloc[np.sort(chosen)].sort_values([s.SCORE, s.TRACK_ID], ascending=[False, True])
+    return picked.assign(**{s.POLICY: s.POLICY_EXPLOIT, s.PROPENSITY: 1.0})
 
 
 def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -186,13 +189,16 @@ def rerank_user(
     explore_pool: pd.DataFrame,
     config: RerankConfig,
     rng: np.random.Generator,
+    genres: list[str] | None = None,
 ) -> list[MixPlan]:
     """All mixes of one user.
 
     `candidates`: track_id, artist_id, genre, mood, discovery, score, cluster (index into titles),
-    already filtered for eligibility. `explore_pool`: never-played tracks of genres the user
-    under-explores (same columns but score/cluster unused). Clusters are filled in order, so the
-    user's main taste gets first pick of contested tracks.
+    already filtered for eligibility. `explore_pool`: never-played tracks of the genres exploration
+    draws from (same columns but score/cluster unused). `genres`: each cluster's genre; its candidates
+    come first in its mix (measured: a second mix held 29-48% of its own genre, retrieval around a small
+    genre finds the big one, and the small genre faded). Clusters are filled in order, so the user's main
+    taste gets first pick of contested tracks.
     """
     n_explore, _, _ = slot_counts(config)
     placed: set[int] = set()
@@ -201,7 +207,7 @@ def rerank_user(
         if len(mixes) == config.max_mixes:
             break
         own = candidates.loc[(candidates["cluster"] == cluster) & ~candidates[s.TRACK_ID].isin(placed)]
-        exploit = pick_exploit(own.drop_duplicates(s.TRACK_ID), config)
+        exploit = pick_exploit(own.drop_duplicates(s.TRACK_ID), config, genres[cluster] if genres else None)
         if exploit is None:
             continue
         taken = placed | set(exploit[s.TRACK_ID].tolist())
