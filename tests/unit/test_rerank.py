@@ -175,6 +175,25 @@ def test_discoveries_fill_in_when_familiar_tracks_run_out(candidate_factory, rer
     assert sorted(exploit[s.TRACK_ID]) == [*range(1, 6), *range(101, 123)]
 
 
+def test_the_mix_genre_outranks_better_scored_other_genres(candidate_factory, rerank_config) -> None:
+    # 20 rock tracks (1..20, 8 of them discoveries) outscore 40 jazz tracks (101..140, every 5th a discovery);
+    # all artists distinct. A jazz mix takes the jazz tracks first: 27 of 40 with the 6 quota discoveries (the best
+    # 6 jazz discoveries: 101, 106, ..., 126) and the 21 best familiar jazz tracks; no rock at all. Without a genre,
+    # rock comes first. Either way the result is in score order.
+    rock_ids, jazz_ids = np.arange(1, 21), np.arange(101, 141)
+    rock = candidate_factory(rock_ids, rock_ids, 100.0 - rock_ids, rock_ids <= 8, genre="rock")
+    jazz = candidate_factory(jazz_ids, jazz_ids, 50.0 - jazz_ids / 10, (jazz_ids - 101) % 5 == 0, genre="jazz")
+    both = pd.concat([rock, jazz], ignore_index=True)
+    jazz_mix = pick_exploit(both, rerank_config, genre="jazz")
+    assert jazz_mix is not None
+    familiar_jazz = [t for t in jazz_ids if (t - 101) % 5][:21]
+    assert jazz_mix[s.TRACK_ID].tolist() == sorted([*range(101, 127, 5), *familiar_jazz])
+    assert (jazz_mix[s.GENRE] == "jazz").all()
+    anything = pick_exploit(both, rerank_config)
+    assert anything is not None
+    assert anything[s.TRACK_ID].tolist()[:20] == rock_ids.tolist()
+
+
 def test_exploit_is_none_when_the_artist_cap_leaves_too_few(candidate_factory, rerank_config) -> None:
     ids = np.arange(1, 46)  # 45 tracks, 3 per artist → only 30 usable, but 15 artists x 2 = 30 ≥ 27: fillable
     fillable = candidate_factory(ids, (ids - 1) // 3, -ids.astype(float), ids % 5 == 0)
