@@ -366,7 +366,8 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     model = train_ranker(world, settings, config.train_rows, config.seed)
     compile_started = time.perf_counter()
     # A production shard (thousands of users) compiles; the measured U may be smaller than the threshold.
-    ranker = scorer(model, 1, 0, cache_root(config, home) / "rankers") if config.compile_ranker else model
+    ranker = (scorer(model, users=config.users, min_users=0, cache=cache_root(config, home) / "rankers")
+              if config.compile_ranker else model)
     compile_s = time.perf_counter() - compile_started
     log(f"bench: scoring with {'the compiled ranker' if ranker is not model else 'scikit-learn'}")
     cache = cache_root(config, home)

@@ -245,13 +245,15 @@ def _slots_frame(ctx: ShardContext, night: dict, mixes: list[tuple[int, Columns,
     mixes = [m for m in mixes if m[2]]
     if not mixes:
         return _empty_slots()
-    length = ctx.settings.rerank.tracks_per_mix
     data = {name: np.concatenate([slots[name] for _, slots, _ in mixes]) for name in SLOT_COLUMNS}
-    users = np.concatenate([np.full(len(titles), user, dtype=np.int64) for user, _, titles in mixes])
-    data[s.USER_ID] = np.repeat(users, length)
-    data[s.MIX_TITLE] = np.repeat(np.array([t for _, _, titles in mixes for t in titles], dtype=object), length)
-    data[s.MIX_ID] = np.repeat(np.array([f"{ctx.day}:{user}:{i}" for user, _, titles in mixes
-                                         for i in range(len(titles))], dtype=object), length)
+    # Per slot, from its own mix_index: the user, the mix's title and id.
+    data[s.USER_ID] = np.concatenate([np.full(len(slots[s.MIX_INDEX]), user, dtype=np.int64)
+                                      for user, slots, _ in mixes])
+    data[s.MIX_TITLE] = np.concatenate([np.asarray(titles, dtype=object)[slots[s.MIX_INDEX]]
+                                        for _, slots, titles in mixes])
+    data[s.MIX_ID] = np.array([f"{ctx.day}:{user}:{index}" for user, index in zip(data[s.USER_ID].tolist(),
+                                                                                  data[s.MIX_INDEX].tolist(),
+                                                                                  strict=True)], dtype=object)
     frame = pd.DataFrame(data).assign(**{s.DATE: ctx.day, s.MODEL_VERSION: night["model_version"],
                                          s.INDEX_VERSION: night["index_version"],
                                          s.FEATURE_VERSION: night["feature_version"]})

@@ -275,9 +275,8 @@ def rerank_user(
     cols = columns(candidates, [*TRACK_COLUMNS, s.SCORE, "cluster"])
     slots, of_cluster = rerank_columns(cols, len(titles), columns(explore_pool, TRACK_COLUMNS), config, rng, genres)
     frame = pd.DataFrame(slots).astype(SLOT_DTYPES)
-    length = config.tracks_per_mix
-    return [MixPlan(index=i, title=titles[cluster], slots=frame.iloc[i * length:(i + 1) * length].reset_index(
-        drop=True)) for i, cluster in enumerate(of_cluster)]
+    return [MixPlan(index=i, title=titles[cluster], slots=frame.loc[frame[s.MIX_INDEX] == i].reset_index(drop=True))
+            for i, cluster in enumerate(of_cluster)]
 
 
 def rule_violations(slots: pd.DataFrame, config: RerankConfig) -> list[str]:

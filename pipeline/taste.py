@@ -26,10 +26,12 @@ class TasteCluster:
 
 def number_of_clusters(genres: pd.Series | np.ndarray, config: RerankConfig, n_distinct: int) -> int:
     """One mix per genre holding at least `min_cluster_share` of plays: narrow tastes get fewer."""
-    values = np.asarray(genres)
-    _, counts = np.unique(values, return_counts=True) if len(values) else (None, np.zeros(0))
-    broad = int((counts / max(1, len(values)) >= config.min_cluster_share).sum())
-    return max(1, min(broad, config.max_mixes, n_distinct))
+    return _clusters_for(np.unique(np.asarray(genres), return_counts=True)[1], config, n_distinct)
+
+
+def _clusters_for(plays_per_genre: np.ndarray, config: RerankConfig, n_distinct: int) -> int:
+    shares = plays_per_genre / max(1, plays_per_genre.sum())
+    return max(1, min(int((shares >= config.min_cluster_share).sum()), config.max_mixes, n_distinct))
 
 
 def genre_labels(genre_of: np.ndarray, weights: np.ndarray, vectors: np.ndarray, top: list[str]) -> np.ndarray:
@@ -62,8 +64,8 @@ def taste_clusters(plays: pd.DataFrame | dict[str, np.ndarray], item_vectors: np
     tracks, genres, moods = tracks[known], np.asarray(plays[s.GENRE])[known], np.asarray(plays[s.MOOD])[known]
     distinct, first, of_play, counts = np.unique(tracks, return_index=True, return_inverse=True, return_counts=True)
     vectors = normalise(item_vectors[[item_row[int(t)] for t in distinct]])
-    k = number_of_clusters(genres, config, len(distinct))
     names, plays_per_genre = np.unique(genres.astype(str), return_counts=True)
+    k = _clusters_for(plays_per_genre, config, len(distinct))
     top = [str(names[i]) for i in np.lexsort((names, -plays_per_genre))[:k]]  # most played; ties: genre name
     labels = genre_labels(genres[first].astype(str), counts.astype(float), vectors, top)
     play_labels = labels[of_play]
