@@ -13,6 +13,7 @@ T = TypeVar("T")
 @dataclass
 class _Pending(Generic[T]):
     item: T
+    woken: threading.Condition  # on the coalescer's lock: notified when done, or when it is to lead the next flush
     done: bool = False
     error: BaseException | None = None
 
@@ -24,47 +25,52 @@ class Coalescer(Generic[T]):
 
     There is no thread of its own (leader/follower): a submitter whose item is still queued when no flush is
     running flushes the whole queue. Under no contention a flush holds one item; under load, everything that
-    queued up during the previous flush, so the per-flush cost is shared instead of serialised.
+    queued up during the previous flush, so the per-flush cost is shared instead of serialised. A finished flush
+    wakes only its own submitters and the first one still queued (the next leader), not every waiting thread: with
+    dozens of requests waiting, waking them all on every flush cost more than the flush.
     """
 
     def __init__(self, flush: Callable[[list[T]], None]) -> None:
         self._flush = flush
+        self._lock = threading.Lock()
         self._queue: list[_Pending[T]] = []
-        self._changed = threading.Condition()
         self._flushing = False
         self.flushes = 0  # how many flushes ran (diagnostics, tests)
 
     @property
     def waiting(self) -> int:
         """Items queued for the next flush."""
-        with self._changed:
+        with self._lock:
             return len(self._queue)
 
     def submit(self, item: T) -> None:
-        pending = _Pending(item)
-        with self._changed:
+        with self._lock:
+            pending = _Pending(item, threading.Condition(self._lock))
             self._queue.append(pending)
             while not pending.done:
                 if self._flushing:
-                    self._changed.wait()
+                    pending.woken.wait()
                 else:
                     self._lead()
         if pending.error is not None:
             raise pending.error
 
     def _lead(self) -> None:
-        """Flush the queue outside the lock (others keep queueing), then wake every waiter. Holds the lock."""
+        """Flush the queue outside the lock (others keep queueing), then wake its submitters and the next leader.
+        Holds the lock."""
         batch, self._queue, self._flushing = self._queue, [], True
-        self._changed.release()
+        self._lock.release()
         error = None
         try:
             self._flush([p.item for p in batch])
         except BaseException as caught:  # every request of the batch fails with it; none is acknowledged
             error = caught
         finally:
-            self._changed.acquire()
+            self._lock.acquire()
             for pending in batch:
                 pending.done, pending.error = True, error
+                pending.woken.notify()
             self._flushing = False
             self.flushes += 1
-            self._changed.notify_all()
+            if self._queue:
+                self._queue[0].woken.notify()
