@@ -26,6 +26,7 @@ from collections.abc import Callable, Container, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -214,23 +215,25 @@ class Service:
         self.stored_keys.forget_before(oldest.strftime("%Y-%m-%d"))
         rows = parse_rows([row for batch in batches for row in batch.rows])
         owner = [r for r, batch in enumerate(batches) for _ in batch.rows]
+        start = [0, *accumulate(len(batch.rows) for batch in batches)]  # batch r's rows: start[r]:start[r + 1]
         days = [row_day(row, oldest.value, now.strftime("%Y-%m-%d")) for row in rows]
-        generation = lock.generation()
-        for day in set(days):
-            self.stored_keys.refresh(self.layout.raw_events(day), generation)
+        generation, folder = lock.generation(), {day: self.layout.raw_events(day) for day in set(days)}
+        for day in folder:
+            self.stored_keys.refresh(folder[day], generation)
         retried = sorted({r for r, day in zip(owner, days, strict=True)
-                          if self.stored_keys.holds(self.layout.raw_events(day), batches[r].digest)})
+                          if self.stored_keys.holds(folder[day], batches[r].digest)})
         groups = [[r] for r in retried] + [[r for r in range(len(batches)) if r not in retried]]
         reasons = [""] * len(rows)
         fresh: dict[str, list[int]] = {}  # day -> accepted rows not stored before, in batch order
         pending: dict[str, set[Key]] = {}  # their keys: duplicates for later groups, recorded once stored
         for group in filter(None, groups):
-            for day in sorted({days[i] for i in range(len(rows)) if owner[i] in group}):
-                at = [i for i in range(len(rows)) if owner[i] in group and days[i] == day]
-                own = self.stored_keys.own(self.layout.raw_events(day), batches[group[0]].digest) \
+            mine = [i for r in group for i in range(start[r], start[r + 1])]
+            for day in sorted({days[i] for i in mine}):
+                at = [i for i in mine if days[i] == day]
+                own = self.stored_keys.own(folder[day], batches[group[0]].digest) \
                     if group[0] in retried else frozenset()
                 staged = pending.setdefault(day, set())
-                existing = self.stored_keys.existing(self.layout.raw_events(day), own, staged)
+                existing = self.stored_keys.existing(folder[day], own, staged)
                 judged = judge_rows([rows[i] for i in at], day=day, catalog=self.lookup, as_of=now,
                                     existing_keys=existing)
                 for i, why in zip(at, judged, strict=True):
@@ -238,18 +241,16 @@ class Service:
                     if not why and row_key(rows[i]) not in own:
                         fresh.setdefault(day, []).append(i)
                         staged.add(row_key(rows[i]))
-        start = [owner.index(r) for r in range(len(batches))]
         for day in sorted(set(days)):
             if self._store_day(day, [i for i in range(len(rows)) if days[i] == day], fresh.get(day, []), rows, owner,
                                start, reasons, batches, generation + 1):
                 generation = lock.advance(generation + 1)
-            self.stored_keys.record(self.layout.raw_events(day), pending.get(day, set()))
+            self.stored_keys.record(folder[day], pending.get(day, set()))
         accepted = [rows[i].values for i in range(len(rows)) if not reasons[i]]
         if accepted:
             self._write_recent(accepted)
         for r, batch in enumerate(batches):
-            mine = [i for i in range(len(rows)) if owner[i] == r]
-            batch.result = batch_result([reasons[i] for i in mine], batch.digest)
+            batch.result = batch_result(reasons[start[r]:start[r + 1]], batch.digest)
         for intake in intakes:
             intake.result = first[intake.digest].result
 
@@ -271,12 +272,13 @@ class Service:
         counts = Counter(batches[owner[i]].digest for i in fresh)
         values = [rows[i].values for i in fresh]
         name = part_name(content_digest(day, values))
-        atomic_write_table(events_table(values, list(counts.items())), self.layout.raw_events(day) / name,
+        folder = self.layout.raw_events(day)
+        atomic_write_table(events_table(values, list(counts.items())), folder / name,
                            durable=True)
         explore = [v for v in values if v[s.POLICY] == s.POLICY_EXPLORE]
         if explore:  # kept apart for off-policy evaluation
             atomic_write_table(events_table(explore, []), self.layout.exploration(day) / name, durable=True)
-        self.stored_keys.holding(self.layout.raw_events(day), name, list(counts), generation)
+        self.stored_keys.holding(folder, name, list(counts), generation)
         return True
 
     def _write_recent(self, accepted: list[dict]) -> None:
