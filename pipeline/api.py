@@ -634,7 +634,7 @@ class BodyLimit:
 
 def bearer_guard(token: str | None) -> Callable:
     """A dependency demanding `Authorization: Bearer <token>`; None (only via --insecure-dev) disables it."""
-    def check(credentials: Credentials) -> None:
+    async def check(credentials: Credentials) -> None:  # async: FastAPI runs a plain def in a thread, per request
         if token is None:
             return
         given = credentials.credentials.encode() if credentials else b""
