@@ -51,7 +51,6 @@ from validation.events import DUPLICATE_KEY, CatalogLookup, Key, ParsedRow, judg
 
 Clock = Callable[[], pd.Timestamp]
 RECENT_FEATURES = ("last_track_ids", "last_skipped", "last_ts")
-INTAKE_THREADS = 64  # POSTs in flight at once; more wait for a thread (and join a later intake pass)
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 MAX_ID = 2**63 - 1  # ids are int64 everywhere downstream
 Scalar = bool | int | float | str | None
@@ -192,6 +191,12 @@ class Service:
         Batches arriving while another is processed are handled together (`_ingest_together`)."""
         intake = Intake([event_text(e) for e in events], batch_digest(events))
         self.intake.submit(intake)
+        return intake.result
+
+    async def ingest_async(self, events: list[EventIn]) -> BatchResult:
+        """`ingest` for the event loop: the request waits for its intake pass without holding a thread."""
+        intake = Intake([event_text(e) for e in events], batch_digest(events))
+        await self.intake.submit_async(intake)
         return intake.result
 
     def _ingest_together(self, intakes: list[Intake]) -> None:
@@ -647,8 +652,6 @@ def bearer_guard(token: str | None) -> Callable:
 def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) -> FastAPI:
     """The Daily Mix API over one data root. `token=None` means unauthenticated (local development only)."""
     service = Service(settings, clock)
-    # POSTs wait in threads for their intake pass; their own pool keeps them from starving the reads' pool.
-    intake_threads = anyio.CapacityLimiter(INTAKE_THREADS)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -678,7 +681,7 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
         """Validate with the ingest rules, append good rows to the raw log, push them online; bad rows → reasons."""
         if len(batch.events) > settings.api.max_batch_rows:
             raise HTTPException(413, f"{len(batch.events)} events > {settings.api.max_batch_rows} per batch")
-        result = await anyio.to_thread.run_sync(service.ingest, batch.events, limiter=intake_threads)
+        result = await service.ingest_async(batch.events)
         return JSONResponse(result.model_dump(), status_code=422 if result.rejected else 202)
 
     @v1.get("/users/{user_id}/features", response_model=dict[str, Any])
