@@ -376,7 +376,7 @@ def test_serve_with_workers_builds_each_workers_app_from_the_environment(
     monkeypatch.delenv(api.INSECURE_DEV, raising=False)
     assert cli.main(["--home", str(tmp_path), "serve", "--workers", "3"]) == 0
     assert calls == [("pipeline.api:app_from_environment",
-                      {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3})]
+                      {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3, "access_log": False})]
     worker = TestClient(api.app_from_environment())  # what each worker process runs
     assert worker.app.state.service.settings.home == tmp_path.resolve()
     assert worker.get("/v1/users/1/mixes").status_code == 401
@@ -417,7 +417,7 @@ def test_serve_refuses_without_a_token(tmp_path: Path, monkeypatch: pytest.Monke
     import uvicorn
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: calls.append((host, port)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, access_log: calls.append((host, port)))
     monkeypatch.delenv("DAILYMIX_API_TOKEN", raising=False)
     assert cli.main(["--home", str(tmp_path), "serve"]) == 2
     assert "DAILYMIX_API_TOKEN" in capsys.readouterr().err and calls == []
