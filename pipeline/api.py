@@ -1,15 +1,16 @@
 """The serving API: published mixes, event intake with sub-second online freshness, online features, refresh.
 
-Events posted here go through the same row rules as `dailymix ingest` (`validation.events`), are
-written durably to the raw event log first (a content-addressed `api-<hash>.parquet` part per day,
-so a retried batch overwrites itself instead of duplicating) and then merged into each user's
-last-10 (`user_recent`) in the online store, written through Feast's provider (where `push` ends),
-before the answer. Batches arriving while one is processed are processed together in the next
-intake pass (the rules cost per call, not per row); a pass holds the data root's intake lock, so
-`serve --workers N` stays correct. The offline pipeline picks the parts up through
-`read_raw_events` like any ingested file. Time comes only from the injected clock, so TTL behaviour
-is testable; the 24 h TTL is applied per interaction at read time (neither online store, SQLite
-or Redis, expires one view's values of a row by itself).
+Events posted here go through the same row rules as `dailymix ingest` (`validation.events`; for a few
+rows its plain-Python evaluation `validate_rows`, tested equal to the vectorised one), are written
+durably (fsync'd) to the raw event log first and then merged into each user's last-10 (`user_recent`)
+in the online store, written through Feast's provider (where `push` ends), before the answer.
+Batches arriving while one is processed are processed together in the next intake pass, which
+writes one content-addressed `api-<hash>.parquet` part per day for all of them; the part's Parquet
+metadata names the batches it holds, so a retried batch is acknowledged again without storing its
+rows twice. A pass holds the data root's intake lock, so `serve --workers N` stays correct. The
+offline pipeline picks the parts up through `read_raw_events` like any ingested file. Time comes
+only from the injected clock, so TTL behaviour is testable; the 24 h TTL is applied per interaction
+at read time (neither online store, SQLite or Redis, expires one view's values of a row by itself).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class BatchResult(BaseModel):
     accepted: int
     rejected: int
     errors: list[RowError]
-    batch: str = Field(description="content hash naming the raw and quarantine parts of this batch")
+    batch: str = Field(description="content hash of the batch: names its quarantine part; a retry of the same batch "
+                       "is acknowledged again and stored once")
 
 
 # --- the service ----------------------------------------------------------------------------------
