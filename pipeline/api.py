@@ -1,34 +1,39 @@
 """The serving API: published mixes, event intake with sub-second online freshness, online features, refresh.
 
-Events posted here go through the same row rules as `dailymix ingest` (`validation.events`), are
-written durably to the raw event log first (a content-addressed `api-<hash>.parquet` part per day,
-so a retried batch overwrites itself instead of duplicating) and then merged into each user's
-last-10 (`user_recent`) in the online store, written through Feast's provider (where `push` ends),
-before the answer. Batches arriving while one is processed are processed together in the next
-intake pass (the rules cost per call, not per row); a pass holds the data root's intake lock, so
-`serve --workers N` stays correct. The offline pipeline picks the parts up through
-`read_raw_events` like any ingested file. Time comes only from the injected clock, so TTL behaviour
-is testable; the 24 h TTL is applied per interaction at read time (neither online store, SQLite
-or Redis, expires one view's values of a row by itself).
+Events posted here go through the same row rules as `dailymix ingest` (`validation.events`; for a few
+rows its plain-Python evaluation `validate_rows`, tested equal to the vectorised one), are written
+durably (fsync'd) to the raw event log first and then merged into each user's last-10 (`user_recent`)
+in the online store, written through Feast's provider (where `push` ends), before the answer.
+Batches arriving while one is processed are processed together in the next intake pass, which
+writes one content-addressed `api-<hash>.parquet` part per day for all of them; the part's Parquet
+metadata names the batches it holds, so a retried batch is acknowledged again without storing its
+rows twice. A pass holds the data root's intake lock, so `serve --workers N` stays correct. The
+offline pipeline picks the parts up through `read_raw_events` like any ingested file. Time comes
+only from the injected clock, so TTL behaviour is testable; the 24 h TTL is applied per interaction
+at read time (neither online store, SQLite or Redis, expires one view's values of a row by itself).
 """
 
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import hmac
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Container, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
@@ -39,17 +44,15 @@ from pipeline import feature_store as fs
 from pipeline import schema as s
 from pipeline.coalesce import Coalescer
 from pipeline.config import Settings
-from pipeline.features import epoch_ms, vocabulary
-from pipeline.ingest import TEXT, write_exploration, write_quarantine
+from pipeline.features import vocabulary
+from pipeline.ingest import TEXT, write_quarantine
 from pipeline.io import atomic_write_table
 from pipeline.paths import Layout
 from pipeline.publish import latest_date, user_mixes
-from validation.events import DUPLICATE_KEY, validate_events
+from validation.events import DUPLICATE_KEY, CatalogLookup, Key, ParsedRow, judge_rows, parse_rows
 
 Clock = Callable[[], pd.Timestamp]
 RECENT_FEATURES = ("last_track_ids", "last_skipped", "last_ts")
-INTAKE_THREADS = 64  # POSTs in flight at once; more wait for a thread (and join a later intake pass)
-REQUEST = "request"  # index level: which batch of a coalesced intake pass a row came from
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 MAX_ID = 2**63 - 1  # ids are int64 everywhere downstream
 Scalar = bool | int | float | str | None
@@ -96,7 +99,8 @@ class BatchResult(BaseModel):
     accepted: int
     rejected: int
     errors: list[RowError]
-    batch: str = Field(description="content hash naming the raw and quarantine parts of this batch")
+    batch: str = Field(description="content hash of the batch: names its quarantine part; a retry of the same batch "
+                       "is acknowledged again and stored once")
 
 
 # --- the service ----------------------------------------------------------------------------------
@@ -113,7 +117,7 @@ class Service:
         self._store = None
         self._tables: dict[str, fs.OnlineTable] = {}
         self._catalog: pd.DataFrame | None = None
-        self._durations: pd.Series | None = None
+        self._lookup: CatalogLookup | None = None
         self._genres: list[str] | None = None
         self.stored_keys = StoredKeys()
         # One intake pass at a time (its read-merge-write of last-10 must not race another and lose events),
@@ -134,16 +138,20 @@ class Service:
         with self.exclusive():
             for view in (fs.USER_RECENT, fs.USER_PROFILE):
                 self.table(view)
+        _ = self.lookup, self.genres  # the catalog, read once, not on the first request
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self) -> Iterator[IntakeLock]:
         """One holder at a time across the processes serving this data root (`serve --workers N`): an intake pass
         then sees every part already stored and no worker's read-merge-write of last-10 overwrites another's."""
         path = self.settings.home / "features" / "intake.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:  # closing it releases the lock
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield IntakeLock(fd)
+        finally:
+            os.close(fd)  # releases the lock
 
     def table(self, view: str) -> fs.OnlineTable:
         """The direct online access to a user view, built once (a registry lookup rebuilds it from protobuf)."""
@@ -158,12 +166,13 @@ class Service:
         return self._catalog
 
     @property
-    def durations(self) -> pd.Series:
-        """duration_ms by track_id, for the absurd_duration rule."""
-        if self._durations is None:
+    def lookup(self) -> CatalogLookup:
+        """The catalog as the row rules read it (track ids, durations), built once."""
+        if self._lookup is None:
             catalog = self.catalog
-            self._durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
-        return self._durations
+            self._lookup = CatalogLookup.of(catalog[s.TRACK_ID].to_numpy(), pd.Series(
+                catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy()))
+        return self._lookup
 
     @property
     def genres(self) -> list[str]:
@@ -187,94 +196,113 @@ class Service:
         self.intake.submit(intake)
         return intake.result
 
+    async def ingest_async(self, events: list[EventIn]) -> BatchResult:
+        """`ingest` for the event loop: the request waits for its intake pass without holding a thread."""
+        intake = Intake([event_text(e) for e in events], batch_digest(events))
+        await self.intake.submit_async(intake)
+        return intake.result
+
     def _ingest_together(self, intakes: list[Intake]) -> None:
-        """Several requests' batches in one pass: the rules' cost is mostly per call, not per row, so they run once
-        over all rows; each batch keeps its own raw and quarantine parts, reasons and result, as if sent alone.
+        """Several requests' batches in one pass: their rows are judged by the ingest rules together, stored in one raw
+        part per day, and merged into last-10 in one read-merge-write; each batch keeps its own reasons, result and
+        quarantine part, as if sent alone.
 
-        A batch whose part already exists (a retry) is validated alone first, so its own earlier rows are not
-        duplicates for it but are for the other batches; the same batch twice in one pass is processed once."""
-        with self.exclusive():
-            self._ingest_exclusively(intakes)
+        A batch already stored by an earlier pass (a retry) is judged alone first, so its own earlier rows are not
+        duplicates for it (they are acknowledged again, not stored twice) but are for the other batches; the same
+        batch twice in one pass is processed once."""
+        with self.exclusive() as lock:
+            self._ingest_exclusively(intakes, lock)
 
-    def _ingest_exclusively(self, intakes: list[Intake]) -> None:
+    def _ingest_exclusively(self, intakes: list[Intake], lock: IntakeLock) -> None:
         first: dict[str, Intake] = {}
         for intake in intakes:
             first.setdefault(intake.digest, intake)
         batches = list(first.values())
-        frame = text_frame([b.rows for b in batches])
         now = self.now()
         oldest = now - pd.Timedelta(days=self.settings.training.window_days)
         self.stored_keys.forget_before(oldest.strftime("%Y-%m-%d"))
-        days = row_days(frame, fallback=now.strftime("%Y-%m-%d"), oldest=oldest).to_numpy()
-        request = frame.index.get_level_values(REQUEST).to_numpy()
-        retried = sorted({r for r, day in set(zip(request, days, strict=True))
-                          if (self.layout.raw_events(day) / part_name(batches[r].digest)).exists()})
+        rows = parse_rows([row for batch in batches for row in batch.rows])
+        owner = [r for r, batch in enumerate(batches) for _ in batch.rows]
+        start = [0, *accumulate(len(batch.rows) for batch in batches)]  # batch r's rows: start[r]:start[r + 1]
+        days = [row_day(row, oldest.value, now.strftime("%Y-%m-%d")) for row in rows]
+        generation, folder = lock.generation(), {day: self.layout.raw_events(day) for day in set(days)}
+        for day in folder:
+            self.stored_keys.refresh(folder[day], generation)
+        retried = sorted({r for r, day in zip(owner, days, strict=True)
+                          if self.stored_keys.holds(folder[day], batches[r].digest)})
         groups = [[r] for r in retried] + [[r for r in range(len(batches)) if r not in retried]]
-        reasons = np.full(len(frame), "", dtype=object)
-        accepted = []
+        reasons = [""] * len(rows)
+        fresh: dict[str, list[int]] = {}  # day -> accepted rows not stored before, in batch order
+        pending: dict[str, set[Key]] = {}  # their keys: duplicates for later groups, recorded once stored
         for group in filter(None, groups):
-            in_group = np.isin(request, group)
-            for day in sorted(set(days[in_group])):
-                at = np.flatnonzero(in_group & (days == day))
-                good, why = self._validate_day(frame.iloc[at], day, batches, now)
-                reasons[at] = why.to_numpy()
-                accepted.append(good)
-        fresh = pd.concat(accepted)
-        if len(fresh):
-            self._write_recent(fresh[[s.USER_ID, s.TRACK_ID, s.TS, s.SKIPPED]].reset_index(drop=True))
-        kept = np.bincount(fresh.index.get_level_values(REQUEST).to_numpy(), minlength=len(batches))
+            mine = [i for r in group for i in range(start[r], start[r + 1])]
+            for day in sorted({days[i] for i in mine}):
+                at = [i for i in mine if days[i] == day]
+                own = self.stored_keys.own(folder[day], batches[group[0]].digest) \
+                    if group[0] in retried else frozenset()
+                staged = pending.setdefault(day, set())
+                existing = self.stored_keys.existing(folder[day], own, staged)
+                judged = judge_rows([rows[i] for i in at], day=day, catalog=self.lookup, as_of=now,
+                                    existing_keys=existing)
+                for i, why in zip(at, judged, strict=True):
+                    reasons[i] = why
+                    if not why and row_key(rows[i]) not in own:
+                        fresh.setdefault(day, []).append(i)
+                        staged.add(row_key(rows[i]))
+        for day in sorted(set(days)):
+            if self._store_day(day, [i for i in range(len(rows)) if days[i] == day], fresh.get(day, []), rows, owner,
+                               start, reasons, batches, generation + 1):
+                generation = lock.advance(generation + 1)
+            self.stored_keys.record(folder[day], pending.get(day, set()))
+        accepted = [rows[i].values for i in range(len(rows)) if not reasons[i]]
+        if accepted:
+            self._write_recent(accepted)
         for r, batch in enumerate(batches):
-            batch.result = batch_result(reasons[span(request, r)], int(kept[r]), batch.digest)
+            batch.result = batch_result(reasons[start[r]:start[r + 1]], batch.digest)
         for intake in intakes:
             intake.result = first[intake.digest].result
 
-    def _validate_day(self, part: pd.DataFrame, day: str, batches: list[Intake],
-                      now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series]:
-        """One day's rows of some batches (index: request, row; each request's rows contiguous): validated
-        together, stored per batch. Per batch only its files are touched, so a pass costs little per batch."""
-        import pyarrow as pa
-
+    def _store_day(self, day: str, at: list[int], fresh: list[int], rows: list[ParsedRow], owner: list[int],
+                   start: list[int], reasons: list[str], batches: list[Intake], generation: int) -> bool:
+        """One day of a pass: the rows stored for the first time go to one raw part (and its explore rows to one
+        exploration part), durably, before anything is acknowledged; bad rows to their batch's quarantine part.
+        Whether a raw part was written (it is then the intake's `generation`)."""
+        for r in sorted({owner[i] for i in at}):
+            mine = [i for i in at if owner[i] == r]
+            quarantine = self.layout.quarantine(day) / part_name(batches[r].digest)
+            bad = [i for i in mine if reasons[i]]
+            if bad or quarantine.exists():  # rewritten or removed, as by ingest; else nothing to do
+                frame = text_frame([rows[i].text for i in bad], [i - start[r] + 1 for i in bad])
+                write_quarantine(frame, pd.Series([reasons[i] for i in bad], index=frame.index, dtype=object),
+                                 f"api:{batches[r].digest}", quarantine)
+        if not fresh:
+            return False
+        counts = Counter(batches[owner[i]].digest for i in fresh)
+        values = [rows[i].values for i in fresh]
+        name = part_name(content_digest(day, values))
         folder = self.layout.raw_events(day)
-        requests = part.index.get_level_values(REQUEST).to_numpy()
-        users = pd.to_numeric(part[s.USER_ID], errors="coerce").dropna().unique()
-        own = {part_name(batches[r].digest) for r in np.unique(requests)}
-        good, why = validate_events(part, day=day, catalog_track_ids=self.catalog[s.TRACK_ID].to_numpy(),
-                                    track_durations_ms=self.durations, as_of=now,
-                                    existing_keys=self.stored_keys.others(folder, own, users))
-        kept = good.index.get_level_values(REQUEST).to_numpy()
-        table = pa.Table.from_pandas(good.reset_index(drop=True), preserve_index=False)  # sliced per batch, no copy
-        bad = (why != "").to_numpy()
-        explore = (good[s.POLICY] == s.POLICY_EXPLORE).fillna(False).to_numpy(dtype=bool)
-        for r in np.unique(requests):
-            name, mine, stored = part_name(batches[r].digest), span(requests, r), span(kept, r)
-            quarantine, exploration = self.layout.quarantine(day) / name, self.layout.exploration(day) / name
-            if bad[mine].any() or quarantine.exists():  # rewritten or removed, as by ingest; else nothing to do
-                rows, reasons = part.iloc[mine].droplevel(REQUEST), why.iloc[mine].droplevel(REQUEST)
-                write_quarantine(rows[bad[mine]], reasons[bad[mine]], f"api:{batches[r].digest}", quarantine)
-            if stored.stop > stored.start:
-                # Durable before anything is acknowledged.
-                atomic_write_table(table.slice(stored.start, stored.stop - stored.start), folder / name)
-                if explore[stored].any() or exploration.exists():  # kept apart for off-policy evaluation
-                    write_exploration(good.iloc[stored], exploration)
-        self.stored_keys.record(folder, good.assign(part=[part_name(batches[r].digest) for r in kept]))
-        return good, why
+        atomic_write_table(events_table(values, list(counts.items())), folder / name,
+                           durable=True)
+        explore = [v for v in values if v[s.POLICY] == s.POLICY_EXPLORE]
+        if explore:  # kept apart for off-policy evaluation
+            atomic_write_table(events_table(explore, []), self.layout.exploration(day) / name, durable=True)
+        self.stored_keys.holding(folder, name, list(counts), generation)
+        return True
 
-    def _write_recent(self, fresh: pd.DataFrame) -> None:
-        """One read-merge-write of the last-10 of fresh's users: the stored interactions plus the new ones,
-        within the TTL, written back through Feast. Callers serialise it (the intake lock)."""
+    def _write_recent(self, accepted: list[dict]) -> None:
+        """One read-merge-write of the last-10 of the accepted rows' users: the stored interactions plus the new
+        ones, within the TTL, written back through Feast. Callers serialise it (the intake lock)."""
         horizon_ms = (self.now() - self.ttl(fs.USER_RECENT)).value // 1_000_000
         new: dict[int, list[tuple[int, int, bool]]] = {}
-        for user, ms, track, skipped in zip(fresh[s.USER_ID].tolist(), epoch_ms(fresh[s.TS]).tolist(),
-                                            fresh[s.TRACK_ID].tolist(), fresh[s.SKIPPED].tolist(), strict=True):
-            new.setdefault(user, []).append((ms, track, bool(skipped)))
+        for row in accepted:
+            new.setdefault(row[s.USER_ID], []).append((row[s.TS] // 1_000_000, row[s.TRACK_ID], row[s.SKIPPED]))
         stored = self.table(fs.USER_RECENT).read(list(new), RECENT_FEATURES)
         merged = {user: merge_recent(interactions(values), new[user], horizon_ms)
                   for user, (_, values) in zip(new, stored, strict=True)}
-        rows = pd.DataFrame([(user, pd.Timestamp(last[-1][0], unit="ms", tz="UTC"), [t for _, t, _ in last],
-                              [int(k) for *_, k in last], [ms for ms, *_ in last])
-                             for user, last in merged.items() if last],
-                            columns=[s.USER_ID, s.EVENT_TIMESTAMP, *RECENT_FEATURES])
-        if len(rows):
+        rows = [(user, last[-1][0], {"last_track_ids": [t for _, t, _ in last],
+                                     "last_skipped": [int(k) for *_, k in last], "last_ts": [ms for ms, *_ in last]})
+                for user, last in merged.items() if last]
+        if rows:
             self.table(fs.USER_RECENT).write(rows)
 
     def live_recent(self, user_id: int, now: pd.Timestamp) -> list[tuple[int, int, bool]]:
@@ -321,48 +349,128 @@ class Service:
         return payload
 
 
-class StoredKeys:
-    """Duplicate keys (user, track, ts) of the raw parts of each day, each part read once per process.
+class IntakeLock:
+    """The held intake lock of a data root. Its file also counts the raw parts API processes wrote under it (the
+    *generation*), so a process knows, without listing a day's folder, whether another worker wrote since."""
 
-    The duplicate rule needs every key already stored for the day; re-reading all of the day's parts on each
-    request made a POST cost O(parts so far). New parts (from ingest or another API process) are still seen:
-    the directory is listed on every request and only unseen parts are read. Days older than the window are
-    forgotten (the API rejects their events anyway).
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def generation(self) -> int:
+        return int.from_bytes(os.pread(self.fd, 8, 0).ljust(8, b"\0"), "little")
+
+    def advance(self, generation: int) -> int:
+        os.pwrite(self.fd, generation.to_bytes(8, "little"), 0)
+        return generation
+
+
+class StoredKeys:
+    """Duplicate keys (user, track, ts in ns) of the raw parts of each day, each part read once per process, and
+    which API batches each part holds. Used inside intake passes only, which are serialised.
+
+    The duplicate rule needs every key already stored for the day; re-reading the day's parts on each pass would
+    make a pass cost O(parts so far), and so did listing the folder (~1 ms per pass at 1,500 parts). A folder is
+    listed again, and only its unseen parts read, when another API process wrote a part since (the intake lock's
+    generation), when the folder changed otherwise (its mtime), and at least every `RELIST_S` (a part `dailymix
+    ingest` renames into the folder while a pass writes there changes the mtime together with the pass' own part).
+    Days older than the window are forgotten (the API rejects their events anyway).
     """
 
+    RELIST_S = 1.0
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._days: dict[FilePath, tuple[set[str], pd.DataFrame]] = {}
+        self._keys: dict[FilePath, set[Key]] = {}
+        self._parts: dict[FilePath, set[str]] = {}
+        self._batches: dict[FilePath, dict[str, list[str]]] = {}  # batch digest -> the parts holding its rows
+        self._listed: dict[FilePath, tuple[int, int, float]] = {}  # generation, mtime_ns, monotonic time of listing
 
-    def others(self, folder: FilePath, own: set[str], users) -> pd.DataFrame | None:
-        """Keys of `users` in the day folder's parts not named in `own` (a retried batch rewrites its own part)."""
-        with self._lock:
-            seen, keys = self._days.get(folder, (set(), None))
-            names = os.listdir(folder) if folder.is_dir() else []  # (a glob's per-name matching cost more, per part)
-            new = sorted(folder / n for n in names if n.endswith(".parquet") and n not in seen)
-            if new:
-                frames = [pd.read_parquet(p, columns=list(DUPLICATE_KEY)).assign(part=p.name) for p in new]
-                keys = pd.concat([keys, *frames], ignore_index=True)  # concat skips the None of a first read
-                self._days[folder] = (seen | {p.name for p in new}, keys)
-        if keys is None:
-            return None
-        mine = keys.loc[~keys["part"].isin(own) & keys[s.USER_ID].isin(users), list(DUPLICATE_KEY)]
-        return mine if len(mine) else None
+    def refresh(self, folder: FilePath, generation: int) -> None:
+        """Read the keys of the folder's parts not seen yet, if it may have any."""
+        mtime, now = _mtime_ns(folder), time.monotonic()
+        listed = self._listed.get(folder)
+        if listed is not None and listed[:2] == (generation, mtime) and now - listed[2] < self.RELIST_S:
+            return
+        seen = self._parts.setdefault(folder, set())
+        keys, batches = self._keys.setdefault(folder, set()), self._batches.setdefault(folder, {})
+        names = os.listdir(folder) if folder.is_dir() else []  # (a glob's per-name matching cost more, per part)
+        for name in sorted(n for n in names if n.endswith(".parquet") and n not in seen):
+            for digest, part_keys in part_batches(folder / name):
+                keys.update(part_keys)
+                if digest is not None:
+                    batches.setdefault(digest, []).append(name)
+            seen.add(name)
+        self._listed[folder] = (generation, mtime, now)
 
-    def record(self, folder: FilePath, rows: pd.DataFrame) -> None:
-        """Add the keys of parts this process just wrote (`rows` name theirs in `part`), so none is read back."""
-        parts = set(rows["part"])
-        with self._lock:
-            seen, keys = self._days.get(folder, (set(), None))
-            if keys is not None and parts & seen:
-                keys = keys.loc[~keys["part"].isin(parts)]
-            new = rows[[*DUPLICATE_KEY, "part"]].reset_index(drop=True)
-            self._days[folder] = (seen | parts, pd.concat([keys, new], ignore_index=True))
+    def holds(self, folder: FilePath, digest: str) -> bool:
+        """Whether a part of the folder holds rows of the API batch `digest` (it is a retry)."""
+        return digest in self._batches.get(folder, {})
+
+    def own(self, folder: FilePath, digest: str) -> frozenset[Key]:
+        """The keys the API batch `digest` stored in the folder (read back from its parts: retries are rare)."""
+        return frozenset(key for name in self._batches.get(folder, {}).get(digest, [])
+                         for d, keys in part_batches(folder / name) if d == digest for key in keys)
+
+    def existing(self, folder: FilePath, own: frozenset[Key], staged: set[Key]) -> Container[Key]:
+        """The keys a batch's rows are duplicates of: stored ones except its own (a retry), and those staged by this
+        pass."""
+        return _Existing(self._keys.setdefault(folder, set()), own, staged)
+
+    def record(self, folder: FilePath, keys: set[Key]) -> None:
+        """Add the keys of rows this process just stored, so none is read back."""
+        self._keys.setdefault(folder, set()).update(keys)
+
+    def holding(self, folder: FilePath, name: str, digests: list[str], generation: int) -> None:
+        """Note a part this process just wrote (as the intake's `generation`) and the API batches it holds."""
+        self._parts.setdefault(folder, set()).add(name)
+        for digest in digests:
+            self._batches.setdefault(folder, {}).setdefault(digest, []).append(name)
+        if folder in self._listed:
+            self._listed[folder] = (generation, _mtime_ns(folder), self._listed[folder][2])
 
     def forget_before(self, day: str) -> None:
-        with self._lock:
-            for folder in [f for f in self._days if f.name.removeprefix("date=") < day]:
-                del self._days[folder]
+        for store in (self._keys, self._parts, self._batches, self._listed):
+            for folder in [f for f in store if f.name.removeprefix("date=") < day]:
+                del store[folder]
+
+
+def _mtime_ns(folder: FilePath) -> int:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+@dataclass(frozen=True)
+class _Existing:
+    stored: set[Key]
+    own: frozenset[Key]
+    staged: set[Key]
+
+    def __contains__(self, key: object) -> bool:
+        return (key in self.stored and key not in self.own) or key in self.staged
+
+
+BATCHES = b"dailymix.batches"  # Parquet metadata of an API part: [[batch digest, rows], ...] in row order
+
+
+def part_batches(path: FilePath) -> list[tuple[str | None, list[Key]]]:
+    """A raw part's duplicate keys, split by the API batch they came from (None: not from the API). A part of the
+    earlier one-part-per-batch format is named after its batch."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=list(DUPLICATE_KEY))
+    stamps = pd.to_datetime(table.column(s.TS).to_pandas(), utc=True).astype("datetime64[ns, UTC]")
+    keys = list(zip(table.column(s.USER_ID).to_pylist(), table.column(s.TRACK_ID).to_pylist(),
+                    stamps.array.asi8.tolist(), strict=True))
+    listed = (table.schema.metadata or {}).get(BATCHES)
+    if listed is None:
+        legacy = path.stem.removeprefix("api-") if path.stem.startswith("api-") else None
+        return [(legacy, keys)]
+    out, at = [], 0
+    for digest, count in json.loads(listed):
+        out.append((digest, keys[at:at + count]))
+        at += count
+    return out
 
 
 def interactions(values: dict) -> list[tuple[int, int, bool]]:
@@ -389,7 +497,8 @@ def merge_recent(stored: list[tuple[int, int, bool]], new: list[tuple[int, int, 
 
 
 def iso_ms(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+    """Epoch milliseconds as `pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()` writes them, without pandas."""
+    return (datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)).isoformat()
 
 
 def rerank_tracks(tracks: list[dict], skipped: set[int], artists: set[int]) -> list[dict]:
@@ -433,24 +542,52 @@ def part_name(digest: str) -> str:
     return f"api-{digest}.parquet"
 
 
-def span(sorted_ids: np.ndarray, value: int) -> slice:
-    """Where `value` runs in a sorted array."""
-    return slice(int(np.searchsorted(sorted_ids, value, "left")), int(np.searchsorted(sorted_ids, value, "right")))
+def content_digest(day: str, rows: list[dict]) -> str:
+    """Names a pass's part after its rows (each stored once, so no two parts share a name)."""
+    text = json.dumps([day, [[row[c] for c in s.EVENT_COLUMNS] for row in rows]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def text_frame(batches: list[list[dict[str, str | None]]]) -> pd.DataFrame:
-    """Several batches as one text frame indexed by (request, 1-based row of that request)."""
-    rows = [row for batch in batches for row in batch]
+def text_frame(rows: list[dict[str, str | None]], source_rows: list[int]) -> pd.DataFrame:
+    """Rows as sent (text), indexed by their 1-based row in the batch: the quarantine's form."""
     frame = pd.DataFrame(rows, columns=list(s.EVENT_COLUMNS)).astype(TEXT)
-    frame.index = pd.MultiIndex.from_tuples([(r, i) for r, batch in enumerate(batches)
-                                             for i in range(1, len(batch) + 1)], names=[REQUEST, s.SOURCE_ROW])
+    frame.index = pd.Index(source_rows, name=s.SOURCE_ROW)
     return frame
 
 
-def batch_result(reasons: np.ndarray, accepted: int, digest: str) -> BatchResult:
+def batch_result(reasons: list[str], digest: str) -> BatchResult:
     """One batch's answer from its rows' reasons ("" for a kept row), in row order."""
-    errors = [RowError(index=i, reasons=str(reasons[i]).split(";")) for i in np.flatnonzero(reasons != "")]
-    return BatchResult(accepted=accepted, rejected=len(errors), errors=errors, batch=digest)
+    errors = [RowError(index=i, reasons=why.split(";")) for i, why in enumerate(reasons) if why]
+    return BatchResult(accepted=len(reasons) - len(errors), rejected=len(errors), errors=errors, batch=digest)
+
+
+def row_key(row: ParsedRow) -> Key:
+    return row.values[s.USER_ID], row.values[s.TRACK_ID], row.values[s.TS]
+
+
+def row_day(row: ParsedRow, oldest_ns: int, fallback: str) -> str:
+    """The UTC day a row claims. Rows without a readable time, and rows older than `oldest_ns` (no client may create
+    raw partitions for arbitrary past days), go to `fallback`, where the rules reject them (outside_day)."""
+    ns = row.values[s.TS]
+    if ns is None or ns < oldest_ns:
+        return fallback
+    return time.strftime("%Y-%m-%d", time.gmtime(ns // 1_000_000_000))
+
+
+_RAW_SCHEMA = None
+
+
+def events_table(rows: list[dict], batches: list[tuple[str, int]]):
+    """Accepted rows (values as `validate_rows` gives them) as an Arrow table of the raw events schema, pandas
+    metadata included (read back exactly like a part ingest wrote); `batches` names the API batches of its rows."""
+    import pyarrow as pa
+
+    global _RAW_SCHEMA
+    if _RAW_SCHEMA is None:
+        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in s.EVENT_DTYPES.items()})
+        _RAW_SCHEMA = pa.Schema.from_pandas(empty, preserve_index=False)
+    schema = _RAW_SCHEMA.with_metadata({**_RAW_SCHEMA.metadata, BATCHES: json.dumps(batches).encode()})
+    return pa.Table.from_pydict({c: [row[c] for row in rows] for c in s.EVENT_COLUMNS}, schema=schema)
 
 
 def _as_text(value: Scalar) -> str | None:
@@ -459,21 +596,6 @@ def _as_text(value: Scalar) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def row_days(frame: pd.DataFrame, fallback: str, oldest: pd.Timestamp) -> pd.Series:
-    """The UTC day each row claims (ISO or epoch ms). Unparseable rows, and rows older than `oldest` (no client may
-    create raw partitions for arbitrary past days), go to `fallback`, where the rules reject them (outside_day)."""
-    text = frame[s.TS].astype(object)
-    numeric = pd.to_numeric(text, errors="coerce")
-    iso = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
-    # Beyond ±9e12 ms (year 2255) nanoseconds overflow int64. Only in-range values are converted, as integers:
-    # pandas' float path multiplies NaNs too and raises under a numpy error state set elsewhere in the process.
-    in_range = numeric.abs() < 9e12
-    epoch = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
-    epoch[in_range] = pd.to_datetime(numeric[in_range].round().astype("int64"), unit="ms", utc=True)
-    claimed = iso.fillna(epoch)
-    return claimed.where(claimed >= oldest).dt.strftime("%Y-%m-%d").fillna(fallback)
 
 
 # --- HTTP -----------------------------------------------------------------------------------------
@@ -520,7 +642,7 @@ class BodyLimit:
 
 def bearer_guard(token: str | None) -> Callable:
     """A dependency demanding `Authorization: Bearer <token>`; None (only via --insecure-dev) disables it."""
-    def check(credentials: Credentials) -> None:
+    async def check(credentials: Credentials) -> None:  # async: FastAPI runs a plain def in a thread, per request
         if token is None:
             return
         given = credentials.credentials.encode() if credentials else b""
@@ -533,12 +655,14 @@ def bearer_guard(token: str | None) -> Callable:
 def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) -> FastAPI:
     """The Daily Mix API over one data root. `token=None` means unauthenticated (local development only)."""
     service = Service(settings, clock)
-    # POSTs wait in threads for their intake pass; their own pool keeps them from starving the reads' pool.
-    intake_threads = anyio.CapacityLimiter(INTAKE_THREADS)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         await anyio.to_thread.run_sync(service.open)
+        # Everything loaded so far (Feast, pandas, pyarrow, the catalog: ~200k objects) lives as long as the process.
+        # Left to the collector, each full collection walks all of it and stalls every request for ~100 ms.
+        gc.collect()
+        gc.freeze()
         yield
 
     app = FastAPI(title="Daily Mix", version="1", description=__doc__, lifespan=lifespan)
@@ -564,13 +688,15 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
         """Validate with the ingest rules, append good rows to the raw log, push them online; bad rows → reasons."""
         if len(batch.events) > settings.api.max_batch_rows:
             raise HTTPException(413, f"{len(batch.events)} events > {settings.api.max_batch_rows} per batch")
-        result = await anyio.to_thread.run_sync(service.ingest, batch.events, limiter=intake_threads)
+        result = await service.ingest_async(batch.events)
         return JSONResponse(result.model_dump(), status_code=422 if result.rejected else 202)
 
-    @v1.get("/users/{user_id}/features")
-    def features(user_id: UserId) -> dict[str, Any]:
+    @v1.get("/users/{user_id}/features", response_model=dict[str, Any])
+    async def features(user_id: UserId) -> JSONResponse:
         """Current online features: last-10 interactions (24 h TTL, per interaction) and genre affinity."""
-        return service.features(user_id)
+        # In the event loop, not a thread: two point reads (sub-millisecond) cost less than the hand-over to a thread
+        # and back, the largest cost of this request under load.
+        return JSONResponse(service.features(user_id))
 
     @v1.post("/users/{user_id}/mixes/refresh", responses={404: {"description": "nothing published"}})
     def refresh(user_id: UserId, date: Day = None) -> dict[str, Any]:

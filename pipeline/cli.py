@@ -128,15 +128,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pipeline.api import create_app
 
+    settings = _settings(args)
     if args.workers == 1:
-        uvicorn.run(create_app(_settings(args), token), host=args.host, port=args.port)
+        uvicorn.run(create_app(settings, token), host=args.host, port=args.port,
+                    access_log=settings.api.access_log)
         return 0
     from pipeline.api import INSECURE_DEV
 
-    os.environ["DAILYMIX_HOME"] = str(_settings(args).home)  # each worker process builds its app from these
+    os.environ["DAILYMIX_HOME"] = str(settings.home)  # each worker process builds its app from these
     os.environ[INSECURE_DEV] = "1" if token is None else ""
     uvicorn.run("pipeline.api:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers)
+                workers=args.workers, access_log=settings.api.access_log)
     return 0
 
 

@@ -127,6 +127,10 @@ class ApiConfig(_Config):
 
     max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body accepted; larger gets 413.")
     max_batch_rows: int = Field(1000, ge=1, description="Most events in one POST /v1/events batch; more gets 413.")
+    access_log: bool = Field(
+        False, description="One uvicorn log line per request (errors and 5xx are logged either way). Off by default: "
+        "at hundreds of requests/s the line costs ~0.08 ms of the server's single event loop per request, close to "
+        "half of what uvicorn and FastAPI themselves cost.")
 
 
 class FeatureStoreConfig(_Config):

@@ -214,15 +214,17 @@ class OnlineTable:
                  {name: feast_value_type_to_python_type(v) for name, v in (values or {}).items() if name in features})
                 for ts, values in rows]
 
-    def write(self, rows: pd.DataFrame) -> None:
-        """Write rows (the key, EVENT_TIMESTAMP and every feature of the view) in one batch."""
+    def write(self, rows: list[tuple[int, int, dict]]) -> None:
+        """Write rows (entity id, epoch ms the values became true, {feature: Python value} for every feature of the
+        view) in one batch."""
+        from datetime import UTC, datetime, timedelta
+
         from feast.type_map import python_values_to_proto_values
 
-        names = list(self.types)
-        protos = {n: python_values_to_proto_values(list(rows[n]), self.types[n]) for n in names}
-        stamps = pd.to_datetime(rows[s.EVENT_TIMESTAMP], utc=True)
-        data = [(self._entity(i), {n: protos[n][r] for n in names}, stamps.iloc[r].to_pydatetime(), None)
-                for r, i in enumerate(rows[self.key])]
+        protos = {n: python_values_to_proto_values([row[2][n] for row in rows], t) for n, t in self.types.items()}
+        data = [(self._entity(i), {n: protos[n][r] for n in self.types},
+                 datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000), None)
+                for r, (i, ms, _) in enumerate(rows)]
         self.provider.online_write_batch(self.store.config, self.view, data, None)
 
     def _entity(self, entity_id):

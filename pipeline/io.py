@@ -13,28 +13,42 @@ from typing import Any
 import pandas as pd
 
 
-def _atomic(path: Path, write) -> Path:
+def _atomic(path: Path, write, durable: bool = False) -> Path:
+    """Write to a temporary file next to `path`, then rename it over `path`. `durable` also flushes the file and
+    the directory entry to disk before returning (survives a power cut, not only a crash of the process)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        if durable:
+            _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     return path
+
+
+def _fsync(path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def atomic_write_table(table, path: Path) -> Path:
-    """An Arrow table (e.g. a zero-copy slice of a bigger one, pandas metadata included) as one Parquet file."""
+def atomic_write_table(table, path: Path, durable: bool = False) -> Path:
+    """An Arrow table (pandas metadata included, if it has any) as one Parquet file; `durable`: on disk on return."""
     import pyarrow.parquet as pq
 
-    return _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+    return _atomic(Path(path), lambda tmp: pq.write_table(table, tmp), durable)
 
 
 def atomic_write_parquet_blocks(frames: Iterable[pd.DataFrame], path: Path, empty: pd.DataFrame,

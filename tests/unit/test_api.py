@@ -317,6 +317,43 @@ def test_concurrent_batches_share_an_intake_pass_and_lose_no_event(root: Setting
         assert client.get(f"/v1/users/{shared}/features", headers=AUTH).json()["last_interactions"]["items"] == []
 
 
+def test_one_raw_part_per_pass_and_a_retry_is_stored_once(root: Settings) -> None:
+    """Batches of one pass share one durable raw part (its metadata names them); a retry of any of them, from this
+    process or a fresh one (which reads the parts back), is acknowledged again without storing its rows twice, and
+    stores only the rows that were rejected before and pass now."""
+    import pyarrow.parquet as pq
+
+    from pipeline.api import BATCHES, EventIn, Intake, Service, batch_digest, event_text
+
+    clock = Clock(START)
+    service = Service(root, clock)
+    batches = [[EventIn(**event(90 + k, 30 + j, f"{DAY}T11:0{k}:0{j}Z")) for j in range(2)] for k in range(3)]
+    batches[2].append(EventIn(**event(92, 39, f"{DAY}T12:30:00Z")))  # after the clock: rejected for now
+    intakes = [Intake([event_text(e) for e in b], batch_digest(b)) for b in batches]
+    folder = Layout(root.home).raw_events(DAY)
+    before = set(folder.iterdir()) if folder.exists() else set()
+    service._ingest_together(intakes)
+    assert [i.result.accepted for i in intakes] == [2, 2, 2] and intakes[2].result.errors[0].reasons == [
+        "future_timestamp"]
+    new, = set(folder.iterdir()) - before  # one part for the whole pass
+    assert pq.read_schema(new).metadata[BATCHES] == f'[["{intakes[0].digest}", 2], ["{intakes[1].digest}", 2], ' \
+        f'["{intakes[2].digest}", 2]]'.encode()
+
+    def stored() -> list[tuple[int, int]]:
+        raw = read_raw_events(Layout(root.home), [DAY]).query("user_id >= 90 and user_id <= 92")
+        return sorted(zip(raw[s.USER_ID], raw[s.TRACK_ID], strict=True))
+
+    assert stored() == [(90 + k, 30 + j) for k in range(3) for j in range(2)]
+    assert service.ingest(batches[1]).accepted == 2  # a retry from this process
+    clock.at = START + pd.Timedelta(hours=1)
+    fresh = Service(root, clock)  # a retry after a restart: the parts tell which batch stored what
+    again = fresh.ingest(batches[2])
+    assert (again.accepted, again.rejected, again.batch) == (3, 0, intakes[2].digest)
+    assert stored() == sorted([(90 + k, 30 + j) for k in range(3) for j in range(2)] + [(92, 39)])
+    other = fresh.ingest([batches[0][0]])  # the same play in another batch is a duplicate, as before
+    assert other.errors[0].reasons == ["duplicate"]
+
+
 def test_two_serving_processes_neither_lose_nor_duplicate_events(root: Settings) -> None:
     """Two apps on one data root stand for `serve --workers 2`: each has its own intake passes, but a pass holds the
     root's intake lock, so no read-merge-write of last-10 overwrites the other's and the duplicate rule sees both."""
@@ -376,7 +413,7 @@ def test_serve_with_workers_builds_each_workers_app_from_the_environment(
     monkeypatch.delenv(api.INSECURE_DEV, raising=False)
     assert cli.main(["--home", str(tmp_path), "serve", "--workers", "3"]) == 0
     assert calls == [("pipeline.api:app_from_environment",
-                      {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3})]
+                      {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3, "access_log": False})]
     worker = TestClient(api.app_from_environment())  # what each worker process runs
     assert worker.app.state.service.settings.home == tmp_path.resolve()
     assert worker.get("/v1/users/1/mixes").status_code == 401
@@ -417,7 +454,7 @@ def test_serve_refuses_without_a_token(tmp_path: Path, monkeypatch: pytest.Monke
     import uvicorn
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: calls.append((host, port)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, access_log: calls.append((host, port)))
     monkeypatch.delenv("DAILYMIX_API_TOKEN", raising=False)
     assert cli.main(["--home", str(tmp_path), "serve"]) == 2
     assert "DAILYMIX_API_TOKEN" in capsys.readouterr().err and calls == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -85,3 +86,29 @@ def test_a_failed_flush_fails_each_of_its_items_and_the_next_flush_runs() -> Non
         coalescer.submit("bad")
     coalescer.submit("good")
     assert calls == [["bad"], ["good"]]
+
+
+def test_async_submitters_share_a_flush_without_a_thread_each_and_get_its_error() -> None:
+    recorder = Recorder(hold_first=True)
+    coalescer = Coalescer(recorder)
+
+    async def main() -> None:
+        first = asyncio.create_task(coalescer.submit_async(0))
+        assert await asyncio.to_thread(recorder.started.wait, WAIT_S)  # item 0 is being flushed, alone
+        rest = [asyncio.create_task(coalescer.submit_async(i)) for i in range(1, 12)]
+        await asyncio.to_thread(wait_for, lambda: coalescer.waiting == 11, "the other items to queue")
+        recorder.release.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), WAIT_S)
+        assert all(i in recorder.flushed for i in range(12))  # each flush had completed when its await returned
+
+    asyncio.run(main())
+    assert recorder.batches == [[0], list(range(1, 12))] and coalescer.flushes == 2
+
+    def flush(items: list[str]) -> None:
+        if "bad" in items:
+            raise OSError("disk full")
+
+    failing = Coalescer(flush)
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(failing.submit_async("bad"))
+    asyncio.run(failing.submit_async("good"))  # the next flush runs, for another event loop too
