@@ -80,6 +80,10 @@ class RetrievalConfig(_Config):
     voyager_ef_construction: int = Field(200, ge=1, description="Voyager build-time search depth.")
     voyager_max_ef: int = Field(8000, ge=1, description="Most query depth ef Voyager may use (it starts at k).")
     candidates_per_cluster: int = Field(1000, ge=1, description="ANN neighbours fetched per taste cluster.")
+    genre_candidates: int = Field(
+        50, ge=0, description="Per taste cluster, besides its ANN neighbours: this many of the cluster genre's most "
+        "played tracks the user has never played, and every track of the genre the user played through in the taste "
+        "window. Where the embedding places a small genre inside a bigger one, its mix can still be that genre.")
     recall_sample: int = Field(200, ge=1, description="Queries sampled to measure recall vs exact search.")
     recent_days: int = Field(28, ge=1, description="History window for taste clusters.")
 
