@@ -263,6 +263,10 @@ class ListenerConfig(_Config):
                                     "track in the previous `fatigue_days` days.")
     fatigue_cap: float = Field(0.3, ge=0, le=1, description="Most skip probability fatigue can add.")
     fatigue_days: int = Field(7, ge=1, description="Days of a listener's own starts that cause fatigue.")
+    mix_preference: float = Field(
+        1.0, ge=0, description="How much listeners favour the mixes they like: a session plays mix m with "
+        "probability proportional to (m's mean true affinity over its first `session_tracks` slots + 0.05) to this "
+        "power. 0 = every mix equally often.")
 
 
 class Settings(_Config):
