@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -238,6 +238,10 @@ class MonitorConfig(_Config):
     baseline_weeks: int = Field(4, ge=1, description="Baseline = median of the values on the same weekday this many "
                                 "previous weeks (D-7, D-14, ...).")
     min_baseline_weeks: int = Field(1, ge=1, description="Fewer stored weekly values than this: no drift verdict.")
+    long_baseline_weeks: int = Field(
+        8, ge=0, description="Second, slower baseline for the entropies: the median of the same weekday's values "
+        "from baseline_weeks + 1 to this many weeks back (those that exist). A narrowing of ~2% a week never falls "
+        "10% below the trailing 4-week median, which follows it down; it does fall below this one. 0 turns it off.")
     entropy_drop: float = Field(0.10, gt=0, le=1, description="Alert when a genre entropy falls more than this share "
                                 "below its baseline.")
     skip_rise: float = Field(0.03, gt=0, le=1, description="Alert when the skip rate rises more than this many "
@@ -247,6 +251,13 @@ class MonitorConfig(_Config):
         "watches: what everyone is served (global) and each user's diet across their mixes (user). Per-mix entropy is "
         "left out by default: mixes are genre clusters by design.")
     mlflow_experiment: str = Field("dailymix-monitor", description="MLflow experiment the daily health rows go to.")
+
+    @model_validator(mode="after")
+    def _long_baseline_is_older(self) -> MonitorConfig:
+        if 0 < self.long_baseline_weeks <= self.baseline_weeks:
+            raise ValueError(f"long_baseline_weeks ({self.long_baseline_weeks}) must be 0 (off) or more than "
+                             f"baseline_weeks ({self.baseline_weeks})")
+        return self
 
 
 class ListenerConfig(_Config):
