@@ -5,7 +5,7 @@
 |---|---|---|
 | `metrics` | the day's health row: genre entropy (global, per mix, per user), discovery and exploration share, coverage, exposure Gini, skip rate (overall, exploit, explore, discoveries vs familiar tracks) | `monitoring/metrics/date=D.json` |
 | `to_mlflow` | logs the row to the MLflow experiment `dailymix-monitor` (one run per day, step = day) so each metric charts as a time series | MLflow run `monitor-D` |
-| `drift` | compares the day with its trailing baseline, the median of the same weekday's values in the previous 4 weeks (`monitor.baseline_weeks`): global or per-user genre entropy falling more than 10% (`monitor.entropy_drop`) or the skip rate rising more than 3 points (`monitor.skip_rise`) **fails this task** and fires the notifier | `monitoring/alerts/date=D/monitor.json` |
+| `drift` | compares the day with its trailing baseline, the median of the same weekday's values in the previous 4 weeks (`monitor.baseline_weeks`), and the entropies also with a long-horizon one, 5–8 weeks back (`monitor.long_baseline_weeks`; a slow narrowing drags the trailing median down with it): global or per-user genre entropy more than 10% below either (`monitor.entropy_drop`) or the skip rate more than 3 points above the trailing one (`monitor.skip_rise`) **fails this task** and fires the notifier | `monitoring/alerts/date=D/monitor.json` |
 
 **Alerts.** A failed `drift` task is the flag in the UI; its `on_failure_callback` (`DailyMixAlertNotifier`)
 appends the alerts to `monitoring/alerts/alerts.log`, and posts them to Slack and/or e-mail when the Airflow

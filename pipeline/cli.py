@@ -253,7 +253,7 @@ def cmd_tune_exploration(args: argparse.Namespace) -> int:
     settings = _settings(args)
     tuning = tune_exploration(settings, grid, args.weeks, Path(args.out).resolve(), seeds=args.seeds,
                               guardrail=args.guardrail, apply=not args.dry_run,
-                              world=simulation_world(args.users, args.tracks))
+                              world=simulation_world(args.users, args.tracks), jobs=args.jobs)
     print(format_tuning(tuning))
     return 0
 
@@ -370,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="most skip-rate rise over ε=0 a recommendation may cost (default 0.02 = 2 pp)")
     tune.add_argument("--out", required=True, help="directory for tuning.json, the curve and each run")
     tune.add_argument("--dry-run", action="store_true", help="do not write the recommendation to settings.json")
+    tune.add_argument("--jobs", type=int, default=1, help="simulations run at once, one process each (default 1)")
     tune.add_argument("--users", type=int, help="listeners in the simulated world (default 80)")
     tune.add_argument("--tracks", type=int, help="catalog size of the simulated world (default 1500)")
     tune.set_defaults(func=cmd_tune_exploration)

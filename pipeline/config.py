@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +80,10 @@ class RetrievalConfig(_Config):
     voyager_ef_construction: int = Field(200, ge=1, description="Voyager build-time search depth.")
     voyager_max_ef: int = Field(8000, ge=1, description="Most query depth ef Voyager may use (it starts at k).")
     candidates_per_cluster: int = Field(1000, ge=1, description="ANN neighbours fetched per taste cluster.")
+    genre_candidates: int = Field(
+        50, ge=0, description="Per taste cluster, besides its ANN neighbours: this many of the cluster genre's most "
+        "played tracks the user has never played, and every track of the genre the user played through in the taste "
+        "window. Where the embedding places a small genre inside a bigger one, its mix can still be that genre.")
     recall_sample: int = Field(200, ge=1, description="Queries sampled to measure recall vs exact search.")
     recent_days: int = Field(28, ge=1, description="History window for taste clusters.")
 
@@ -238,6 +242,10 @@ class MonitorConfig(_Config):
     baseline_weeks: int = Field(4, ge=1, description="Baseline = median of the values on the same weekday this many "
                                 "previous weeks (D-7, D-14, ...).")
     min_baseline_weeks: int = Field(1, ge=1, description="Fewer stored weekly values than this: no drift verdict.")
+    long_baseline_weeks: int = Field(
+        8, ge=0, description="Second, slower baseline for the entropies: the median of the same weekday's values "
+        "from baseline_weeks + 1 to this many weeks back (those that exist). A narrowing of ~2% a week never falls "
+        "10% below the trailing 4-week median, which follows it down; it does fall below this one. 0 turns it off.")
     entropy_drop: float = Field(0.10, gt=0, le=1, description="Alert when a genre entropy falls more than this share "
                                 "below its baseline.")
     skip_rise: float = Field(0.03, gt=0, le=1, description="Alert when the skip rate rises more than this many "
@@ -247,6 +255,13 @@ class MonitorConfig(_Config):
         "watches: what everyone is served (global) and each user's diet across their mixes (user). Per-mix entropy is "
         "left out by default: mixes are genre clusters by design.")
     mlflow_experiment: str = Field("dailymix-monitor", description="MLflow experiment the daily health rows go to.")
+
+    @model_validator(mode="after")
+    def _long_baseline_is_older(self) -> MonitorConfig:
+        if 0 < self.long_baseline_weeks <= self.baseline_weeks:
+            raise ValueError(f"long_baseline_weeks ({self.long_baseline_weeks}) must be 0 (off) or more than "
+                             f"baseline_weeks ({self.baseline_weeks})")
+        return self
 
 
 class ListenerConfig(_Config):
@@ -263,6 +278,10 @@ class ListenerConfig(_Config):
                                     "track in the previous `fatigue_days` days.")
     fatigue_cap: float = Field(0.3, ge=0, le=1, description="Most skip probability fatigue can add.")
     fatigue_days: int = Field(7, ge=1, description="Days of a listener's own starts that cause fatigue.")
+    mix_preference: float = Field(
+        1.0, ge=0, description="How much listeners favour the mixes they like: a session plays mix m with "
+        "probability proportional to (m's mean true affinity over its first `session_tracks` slots + 0.05) to this "
+        "power. 0 = every mix equally often.")
 
 
 class Settings(_Config):

@@ -99,21 +99,34 @@ def baseline_days(day: str, weeks: int) -> list[str]:
     return [(start - timedelta(days=7 * k)).isoformat() for k in range(1, weeks + 1)]
 
 
-def drift_alerts(today: dict, baseline: pd.DataFrame, config: MonitorConfig) -> list[str]:
-    """Today's row vs the median of the baseline rows (previous weekly values); too few rows → no verdict."""
+def drift_alerts(today: dict, baseline: pd.DataFrame, config: MonitorConfig,
+                 long_baseline: pd.DataFrame | None = None) -> list[str]:
+    """Today's row vs the median of the baseline rows (previous weekly values); too few rows → no verdict.
+
+    Entropies are also held against `long_baseline` (older weekly values, `monitor.long_baseline_weeks`): a
+    slow narrowing drags the trailing median down with it and never looks like a drop against it.
+    """
     if len(baseline) < config.min_baseline_weeks:
         return []
     alerts = []
     for metric in config.entropy_metrics:
-        base, value = _median(baseline, metric), today.get(metric)
-        if value is not None and base > 0 and value < (1 - config.entropy_drop) * base:
-            alerts.append(f"{metric} {value:.3f} is {1 - value / base:.1%} below its baseline {base:.3f} (median of "
-                          f"{len(baseline)} weekly values; threshold {config.entropy_drop:.0%})")
+        alert = _entropy_drop(today, metric, baseline, "baseline", config)
+        if alert is None and long_baseline is not None and len(long_baseline):
+            alert = _entropy_drop(today, metric, long_baseline, "long-horizon baseline", config)
+        alerts += [alert] if alert else []
     base, skip = _median(baseline, SKIP_METRIC), today.get(SKIP_METRIC)
     if skip is not None and not np.isnan(base) and skip > base + config.skip_rise:
         alerts.append(f"{SKIP_METRIC} {skip:.3f} is {100 * (skip - base):.1f} pp above its baseline {base:.3f} (median "
                       f"of {len(baseline)} weekly values; threshold {100 * config.skip_rise:.0f} pp)")
     return alerts
+
+
+def _entropy_drop(today: dict, metric: str, baseline: pd.DataFrame, name: str, config: MonitorConfig) -> str | None:
+    base, value = _median(baseline, metric), today.get(metric)
+    if value is None or not base > 0 or value >= (1 - config.entropy_drop) * base:
+        return None
+    return (f"{metric} {value:.3f} is {1 - value / base:.1%} below its {name} {base:.3f} (median of {len(baseline)} "
+            f"weekly values; threshold {config.entropy_drop:.0%})")
 
 
 def _median(frame: pd.DataFrame, metric: str) -> float:
@@ -171,15 +184,23 @@ def metrics_history(settings: Settings, before: str | None = None, days: int | N
 
 def weekly_baseline(settings: Settings, day: str) -> pd.DataFrame:
     """Stored rows of the same weekday in the previous `monitor.baseline_weeks` weeks (those that exist)."""
-    rows = [read_json(path) for d in baseline_days(day, settings.monitor.baseline_weeks)
-            if (path := metrics_path(settings, d)).exists()]
-    return pd.DataFrame(rows)
+    return _stored_rows(settings, baseline_days(day, settings.monitor.baseline_weeks))
+
+
+def long_baseline(settings: Settings, day: str) -> pd.DataFrame:
+    """Stored rows of the same weekday `baseline_weeks` + 1 to `long_baseline_weeks` weeks back (those that exist)."""
+    config = settings.monitor
+    return _stored_rows(settings, baseline_days(day, config.long_baseline_weeks)[config.baseline_weeks:])
+
+
+def _stored_rows(settings: Settings, days: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([read_json(path) for d in days if (path := metrics_path(settings, d)).exists()])
 
 
 def check_drift(settings: Settings, day: str) -> list[str]:
-    """Alerts for the day against its trailing weekly baseline, written to the alert log."""
+    """Alerts for the day against its trailing and long-horizon weekly baselines, written to the alert log."""
     today = read_json(metrics_path(settings, day))
-    alerts = drift_alerts(today, weekly_baseline(settings, day), settings.monitor)
+    alerts = drift_alerts(today, weekly_baseline(settings, day), settings.monitor, long_baseline(settings, day))
     raise_alerts(settings, day, "monitor", alerts)
     return alerts
 

@@ -268,25 +268,67 @@ def _clusters(ctx: ShardContext, history: Columns, user: int) -> list[TasteClust
 
 
 def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: Columns) -> Columns:
-    """ANN neighbours of each cluster's query, minus tracks the user keeps skipping: TRACK_COLUMNS, cluster and
-    retrieval_score.
+    """Each cluster's candidates — its ANN neighbours, then its genre's own tracks (`_genre_candidates`) — minus
+    tracks the user keeps skipping: TRACK_COLUMNS, cluster and retrieval_score (cosine to the cluster's query).
 
-    Cheap first pass: per cluster only the `shard.rank_per_cluster` never-played candidates with the best
-    retrieval score reach the ranker (tracks the user knows always do, so a mix can still be mostly favourites).
+    Cheap first pass: per cluster only the `shard.rank_per_cluster` never-played ANN neighbours with the best
+    retrieval score reach the ranker; tracks the user knows and the genre's own candidates always do.
     """
-    k = ctx.settings.retrieval.candidates_per_cluster
-    found = [ctx.index.query(cluster.query, k) for cluster in clusters]
-    track_ids = np.concatenate([ids for ids, _ in found]).astype(np.int64)
-    similarity = np.concatenate([sim for _, sim in found])
-    cluster = np.repeat(np.arange(len(found)), [len(ids) for ids, _ in found])
-    rows = ctx.catalog_index.get_indexer(track_ids)
     heard = history[s.TRACK_ID]
+    played = _played_through(ctx, history)
+    ids, similarity, cluster, own_genre = [], [], [], []
+    for c, taste in enumerate(clusters):
+        neighbours, cosine = ctx.index.query(taste.query, ctx.settings.retrieval.candidates_per_cluster)
+        extra = _genre_candidates(ctx, taste.genre, played, heard, exclude=neighbours)
+        ids += [np.asarray(neighbours, dtype=np.int64), extra]
+        similarity += [np.asarray(cosine, dtype=float), _cosine(ctx, taste.query, extra)]
+        cluster.append(np.full(len(neighbours) + len(extra), c))
+        own_genre += [np.zeros(len(neighbours), dtype=bool), np.ones(len(extra), dtype=bool)]
+    track_ids, similarity = np.concatenate(ids), np.concatenate(similarity)
+    cluster, own_genre = np.concatenate(cluster), np.concatenate(own_genre)
+    rows = ctx.catalog_index.get_indexer(track_ids)
     keep = (rows >= 0) & ~np.isin(track_ids, _disliked(heard, history[s.SKIPPED]))
     known = np.isin(track_ids, heard)
-    keep &= known | _rank_within(cluster, keep & ~known) < ctx.settings.shard.rank_per_cluster
+    ranked = keep & ~known & ~own_genre
+    keep &= ~ranked | (_rank_within(cluster, ranked) < ctx.settings.shard.rank_per_cluster)
     meta = take(ctx.meta, rows[keep])
     return {s.TRACK_ID: track_ids[keep], "cluster": cluster[keep], "retrieval_score": similarity[keep],
             s.ARTIST_ID: meta[s.ARTIST_ID], s.GENRE: meta[s.GENRE], s.MOOD: meta[s.MOOD], s.DISCOVERY: ~known[keep]}
+
+
+def _played_through(ctx: ShardContext, history: Columns) -> Columns:
+    """The distinct tracks the user played through in the taste window, with their genre."""
+    tracks = np.unique(history[s.TRACK_ID][history["recent_play"]])
+    rows = ctx.catalog_index.get_indexer(tracks)
+    return {s.TRACK_ID: tracks[rows >= 0], s.GENRE: ctx.meta[s.GENRE][rows[rows >= 0]]}
+
+
+def _genre_candidates(ctx: ShardContext, genre: str, played: Columns, heard: np.ndarray,
+                      exclude: np.ndarray) -> np.ndarray:
+    """A mix's candidates from its own genre, whatever the embedding says: the genre's tracks the user played
+    through, and its `retrieval.genre_candidates` most played tracks the user has never played. Only embedded
+    tracks (those the index holds), none of `exclude`.
+
+    Needed because ANN neighbours of a small genre's centroid are mostly a bigger genre the same listeners play:
+    on the first night of the closed-loop simulation a small genre's mix held 27-60% of its genre, its plays fell
+    below `min_cluster_share` and the mix was gone for good (a taste genre lost, with or without exploration).
+    """
+    favourites = played[s.TRACK_ID][played[s.GENRE] == genre]
+    popular = ctx.genre_tracks.get(genre, {}).get(s.TRACK_ID, np.zeros(0, dtype=np.int64))
+    # At most len(heard) of the genre's top tracks are heard: its first n + len(heard) hold its top n unheard.
+    head = popular[:ctx.settings.retrieval.genre_candidates + len(heard)]
+    unheard = head[~np.isin(head, heard)][:ctx.settings.retrieval.genre_candidates]
+    candidates = np.concatenate([favourites, unheard]).astype(np.int64)
+    item_row = ctx.factors[3]
+    embedded = np.fromiter((int(t) in item_row for t in candidates), bool, len(candidates))
+    return candidates[embedded & ~np.isin(candidates, exclude)]
+
+
+def _cosine(ctx: ShardContext, query: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
+    """Cosine of each track's item vector to a (unit) cluster query: the retrieval score ANN would have given."""
+    _, item_factors, _, item_row = ctx.factors
+    vectors = item_factors[np.fromiter((item_row[int(t)] for t in track_ids), np.int64, len(track_ids))]
+    return vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
 
 
 def _rank_within(groups: np.ndarray, counted: np.ndarray) -> np.ndarray:

@@ -57,8 +57,9 @@ class Listeners:
     def listen(self, slots: pd.DataFrame, day: str, skip_shift: float = 0.0) -> pd.DataFrame:
         """The day's events for the published `slots`; `skip_shift` adds to every skip probability (tests, drills).
 
-        Per user: starts ~ Poisson(the user's plays per day); sessions pick one of the user's mixes uniformly
-        and play it from position 0 for ~Geometric(session_tracks) starts, until the day's starts are used.
+        Per user: starts ~ Poisson(the user's plays per day); sessions pick one of the user's mixes (favouring
+        the ones they like, `mix_preference`) and play it from position 0 for ~Geometric(session_tracks) starts,
+        until the day's starts are used.
         """
         rng = np.random.default_rng([self.seed, int(day.replace("-", ""))])
         starts = self._sessions(rng, slots)
@@ -90,16 +91,28 @@ class Listeners:
         slots = slots.sort_values([s.USER_ID, s.MIX_INDEX, s.POSITION], kind="stable")
         lengths = slots.groupby([s.USER_ID, s.MIX_INDEX])[s.POSITION].transform("size")
         slots = slots.assign(mix_length=lengths.to_numpy())
+        liking = self._mix_liking(slots)
         picked = []
         for user, mine in slots.groupby(s.USER_ID, sort=True):
             budget = int(rng.poisson(self.activity.get(user, 0.0)))
             mixes = [group for _, group in mine.groupby(s.MIX_INDEX, sort=True)]
+            choice = liking.loc[user].to_numpy() ** self.config.mix_preference
+            choice = choice / choice.sum()
             while budget > 0:
-                mix = mixes[int(rng.integers(len(mixes)))]
+                mix = mixes[int(rng.choice(len(mixes), p=choice))]
                 take = min(budget, int(rng.geometric(1.0 / self.config.session_tracks)), len(mix))
                 picked.append(mix.iloc[:take])
                 budget -= take
         return pd.concat(picked, ignore_index=True) if picked else slots.iloc[0:0]
+
+    def _mix_liking(self, slots: pd.DataFrame) -> pd.Series:
+        """Per (user, mix_index): the listener's mean true affinity over the mix's first `session_tracks` slots
+        (what a session mostly hears), plus 0.05 so that no mix is never chosen."""
+        head = slots.loc[slots[s.POSITION] < self.config.session_tracks]
+        affinity = true_affinity(self.world.tastes, self.world.catalog, head[s.USER_ID].to_numpy(),
+                                 head[s.TRACK_ID].to_numpy())
+        return pd.Series(affinity, index=pd.MultiIndex.from_frame(head[[s.USER_ID, s.MIX_INDEX]])).groupby(
+            level=[0, 1], sort=True).mean() + 0.05
 
     def _heard_before(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
         return np.fromiter(((int(u), int(t)) in self.heard for u, t in zip(users, tracks, strict=True)), bool,

@@ -9,6 +9,8 @@ whose skip rate is at most `guardrail` above the skip rate at ε = 0; it is writ
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from pipeline.config import Settings, WorldConfig, save_settings
 from pipeline.io import atomic_write_json
 from pipeline.simulate import run_simulation, simulation_settings
 
-CURVE_METRICS = ("discovery_share", "global_genre_entropy", "skip_rate", "true_satisfaction")
+CURVE_METRICS = ("discovery_share", "global_genre_entropy", "user_genre_entropy", "skip_rate", "true_satisfaction")
 
 
 def summarise(report: dict) -> dict[str, float]:
@@ -39,17 +41,24 @@ def recommend(grid: list[dict], guardrail: float) -> float:
 
 
 def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out: Path, *, seeds: list[int],
-                     guardrail: float = 0.02, apply: bool = True, world: WorldConfig | None = None) -> dict:
-    """Simulate every (ε, seed), write out/tuning.json and out/tuning.png; save the pick unless `apply` is False."""
-    grid = []
-    for epsilon in sorted(set(epsilons)):
-        per_seed = []
-        for seed in seeds:
-            run_dir = out / f"eps={epsilon:g}" / f"seed={seed}"
-            run_settings = simulation_settings(run_dir / "home", epsilon=epsilon, seed=seed, world=world,
-                                               base=settings)
-            per_seed.append(summarise(run_simulation(run_settings, weeks, run_dir)))
-        grid.append({"epsilon": epsilon, **{m: float(np.mean([r[m] for r in per_seed])) for m in CURVE_METRICS}})
+                     guardrail: float = 0.02, apply: bool = True, world: WorldConfig | None = None,
+                     jobs: int = 1) -> dict:
+    """Simulate every (ε, seed), write out/tuning.json and out/tuning.png; save the pick unless `apply` is False.
+
+    `jobs` > 1 runs that many simulations at once, each in its own process and data root (same results: every
+    run is seeded by its own (ε, seed)).
+    """
+    runs = [(epsilon, seed) for epsilon in sorted(set(epsilons)) for seed in seeds]
+    tasks = [(simulation_settings(out / f"eps={e:g}" / f"seed={seed}" / "home", epsilon=e, seed=seed, world=world,
+                                  base=settings), weeks, out / f"eps={e:g}" / f"seed={seed}") for e, seed in runs]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            summaries = list(pool.map(_summarised_run, tasks))
+    else:
+        summaries = [_summarised_run(task) for task in tasks]
+    by_run = dict(zip(runs, summaries, strict=True))
+    grid = [{"epsilon": e, **{m: float(np.mean([by_run[e, seed][m] for seed in seeds])) for m in CURVE_METRICS}}
+            for e in sorted(set(epsilons))]
     tuning = {"grid": grid, "recommended_epsilon": recommend(grid, guardrail), "guardrail": guardrail,
               "weeks": weeks, "seeds": seeds}
     out.mkdir(parents=True, exist_ok=True)
@@ -61,12 +70,18 @@ def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out:
     return tuning
 
 
+def _summarised_run(task: tuple[Settings, int, Path]) -> dict[str, float]:
+    settings, weeks, run_dir = task
+    return summarise(run_simulation(settings, weeks, run_dir))
+
+
 def format_tuning(tuning: dict) -> str:
-    lines = [f"{'epsilon':>8} {'discovery':>10} {'H_global':>9} {'skip':>7} {'truth':>7}"]
+    lines = [f"{'epsilon':>8} {'discovery':>10} {'H_global':>9} {'H_user':>7} {'skip':>7} {'truth':>7}"]
     for row in tuning["grid"]:
         mark = "  <- recommended" if row["epsilon"] == tuning["recommended_epsilon"] else ""
         lines.append(f"{row['epsilon']:>8.2f} {row['discovery_share']:>10.3f} {row['global_genre_entropy']:>9.3f} "
-                     f"{row['skip_rate']:>7.3f} {row['true_satisfaction']:>7.3f}{mark}")
+                     f"{row['user_genre_entropy']:>7.3f} {row['skip_rate']:>7.3f} "
+                     f"{row['true_satisfaction']:>7.3f}{mark}")
     lines.append(f"guardrail: skip rate ≤ ε=0's + {tuning['guardrail']:.3f}; recommended ε = "
                  f"{tuning['recommended_epsilon']:g}" + (f" (saved to {tuning['settings_path']})"
                                                        if tuning.get("settings_path") else ""))

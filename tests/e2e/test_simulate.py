@@ -56,3 +56,18 @@ def test_simulated_listening_went_through_ingest(simulated: Path) -> None:
     from_mixes = events.loc[events[s.POLICY] != s.POLICY_ORGANIC]
     assert len(from_mixes) > 0 and from_mixes[s.MIX_ID].notna().all() and (from_mixes[s.PROPENSITY] > 0).all()
     assert set(from_mixes[s.POLICY]) <= {s.POLICY_EXPLOIT, s.POLICY_EXPLORE}
+
+
+def test_tuning_runs_in_parallel_and_recommends_within_the_guardrail(tmp_path: Path) -> None:
+    from pipeline.config import Settings
+    from pipeline.tuning import recommend, summarise, tune_exploration
+
+    tuning = tune_exploration(Settings(home=tmp_path / "base"), [0.0, 0.1], weeks=1, out=tmp_path, seeds=[3],
+                              guardrail=0.02, apply=False, world=TINY, jobs=2)
+    assert json.loads((tmp_path / "tuning.json").read_text()) == tuning
+    for row in tuning["grid"]:  # each row is its own run's report, summarised
+        report = json.loads((tmp_path / f"eps={row['epsilon']:g}" / "seed=3" / "report.json").read_text())
+        assert report["config"]["epsilon"] == row["epsilon"]
+        assert summarise(report) == pytest.approx({k: v for k, v in row.items() if k != "epsilon"})
+    assert tuning["recommended_epsilon"] == recommend(tuning["grid"], 0.02)
+    assert (tmp_path / "tuning.png").read_bytes()[:4] == b"\x89PNG"

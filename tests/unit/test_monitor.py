@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import schema as s
-from pipeline.config import MonitorConfig
-from pipeline.monitor import baseline_days, drift_alerts, engagement_metrics, entropy, gini, publication_metrics
+from pipeline.config import MonitorConfig, Settings
+from pipeline.monitor import (
+    baseline_days,
+    check_drift,
+    drift_alerts,
+    engagement_metrics,
+    entropy,
+    gini,
+    publication_metrics,
+    read_alerts,
+    store_metrics,
+)
 
 
 @pytest.mark.parametrize(
@@ -200,3 +213,41 @@ def test_drift_tolerates_weeks_without_engagement(history: pd.DataFrame) -> None
     assert drift_alerts({**BASE, "skip_rate": None}, history, CONFIG) == []
     history["skip_rate"] = None
     assert drift_alerts({**BASE, "skip_rate": 0.9}, history, CONFIG) == []
+
+
+# --- the long-horizon baseline --------------------------------------------------------------------------------------
+
+
+def _store_weekly(settings: Settings, first: str, values: list[float]) -> list[str]:
+    """Store a health row per week from `first` with these per-user entropies (everything else steady)."""
+    days = [(date.fromisoformat(first) + timedelta(days=7 * week)).isoformat() for week in range(len(values))]
+    for day, value in zip(days, values, strict=True):
+        store_metrics(settings, day, {"date": day, **BASE, "user_genre_entropy": value})
+    return days
+
+
+def test_a_slow_narrowing_is_caught_by_the_long_horizon_only(tmp_path: Path) -> None:
+    # Per-user entropy falls 3% a week: against the trailing 4-week median (which falls with it) every week is
+    # 3-7.3% down, never the 10% the rule needs; against the median of 5-8 weeks back it is 10% down by week 6
+    # (week 1 = 2.0, week 6 = 2.0 * 0.97^5 = 1.717, 14.1% below), so from week 6 on the alert names that baseline.
+    settings = Settings(home=tmp_path)
+    days = _store_weekly(settings, "2026-11-01", [2.0 * 0.97 ** week for week in range(10)])
+    alerts = {day: check_drift(settings, day) for day in days}
+    assert [bool(alerts[d]) for d in days] == [False] * 5 + [True] * 5
+    assert alerts[days[5]] == ["user_genre_entropy 1.717 is 14.1% below its long-horizon baseline 2.000 (median of 1 "
+                               "weekly values; threshold 10%)"]
+    assert read_alerts(settings, days[5], "monitor") == alerts[days[5]]
+    trailing_only = settings.model_copy(update={"monitor": MonitorConfig(long_baseline_weeks=0)})
+    assert not any(check_drift(trailing_only, day) for day in days)
+
+
+def test_one_alert_per_entropy_when_both_baselines_see_the_drop(history: pd.DataFrame) -> None:
+    alerts = drift_alerts({**BASE, "user_genre_entropy": 1.0}, history, CONFIG, long_baseline=history)
+    assert alerts == ["user_genre_entropy 1.000 is 50.0% below its baseline 2.000 (median of 4 weekly values; "
+                      "threshold 10%)"]
+
+
+def test_the_long_baseline_must_reach_further_back_than_the_trailing_one() -> None:
+    with pytest.raises(ValueError, match="long_baseline_weeks"):
+        MonitorConfig(baseline_weeks=4, long_baseline_weeks=4)
+    assert MonitorConfig(long_baseline_weeks=0).long_baseline_weeks == 0

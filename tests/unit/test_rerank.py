@@ -196,6 +196,25 @@ def test_the_mix_genre_outranks_better_scored_other_genres(candidate_factory, re
     assert anything[s.TRACK_ID].tolist()[:20] == rock_ids.tolist()
 
 
+def test_favourites_of_other_genres_do_not_push_the_mix_genre_out(candidate_factory, rerank_config) -> None:
+    # A jazz mix for a user who knows 3 jazz tracks (1..3) and 30 rock tracks (201..230, scored above every jazz
+    # track), with 40 jazz discoveries (101..140). The 12 familiar slots the soft discovery cap keeps are for
+    # *jazz* favourites: 3 exist, so jazz discoveries fill the rest (24 of them) and no rock enters. Without a
+    # genre, score decides: the 6 quota discoveries, then the 21 best familiar tracks (all rock).
+    jazz_known, jazz_new, rock_known = np.arange(1, 4), np.arange(101, 141), np.arange(201, 231)
+    candidates = pd.concat([
+        candidate_factory(jazz_known, jazz_known, 50.0 - jazz_known / 10, np.zeros(3, bool), genre="jazz"),
+        candidate_factory(jazz_new, jazz_new, 40.0 - jazz_new / 10, np.ones(40, bool), genre="jazz"),
+        candidate_factory(rock_known, rock_known, 90.0 - rock_known / 10, np.zeros(30, bool), genre="rock"),
+    ], ignore_index=True)
+    jazz_mix = pick_exploit(candidates, rerank_config, genre="jazz")
+    assert jazz_mix is not None
+    assert sorted(jazz_mix[s.TRACK_ID]) == [*jazz_known, *range(101, 125)]
+    anything = pick_exploit(candidates, rerank_config)
+    assert anything is not None
+    assert sorted(anything[s.TRACK_ID]) == [*range(101, 107), *range(201, 222)]
+
+
 def test_exploit_is_none_when_the_artist_cap_leaves_too_few(candidate_factory, rerank_config) -> None:
     ids = np.arange(1, 46)  # 45 tracks, 3 per artist → only 30 usable, but 15 artists x 2 = 30 ≥ 27: fillable
     fillable = candidate_factory(ids, (ids - 1) // 3, -ids.astype(float), ids % 5 == 0)

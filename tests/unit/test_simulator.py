@@ -17,8 +17,8 @@ from pipeline.simulator import Listeners, play_probability
 from pipeline.world import N_PLAYS_PER_DAY, World, generate_world, skip_probability, true_affinity, write_world
 
 WORLD = WorldConfig(n_users=20, n_tracks=2000, n_artists=100, history_days=2)
-# Only ground truth and familiarity: no position or fatigue effect.
-FLAT = ListenerConfig(position_penalty=0.0, fatigue_per_play=0.0)
+# Only ground truth and familiarity: no position or fatigue effect, every mix chosen equally often.
+FLAT = ListenerConfig(position_penalty=0.0, fatigue_per_play=0.0, mix_preference=0.0)
 DAYS = [f"2026-11-{d:02d}" for d in range(1, 21)]
 
 
@@ -97,6 +97,29 @@ def test_true_affinity_one_vs_zero_drives_skips(world: World) -> None:
         observed = events.loc[mask, s.SKIPPED].mean()
         tolerance = 4 * np.sqrt(expected * (1 - expected) / mask.sum())
         assert abs(observed - expected) < tolerance, (observed, expected)
+
+
+@pytest.mark.parametrize("preference", [0.0, 1.0, 2.0])
+def test_sessions_choose_mixes_in_proportion_to_liking(world: World, preference: float) -> None:
+    # A loved mix (affinity 0.9-1) and a foreign one (affinity 0): a session starts at position 0, so the share of
+    # position-0 starts on the loved mix estimates P(choose it) = w_l / (w_l + w_f), w = (mean head affinity +
+    # 0.05) ** preference — 1/2 when preference is 0. Binomial band: 4 standard errors (+ one session).
+    user = _active(world, 1)[0]
+    loved = _slots(world, user, _tracks_with_affinity(world, user, 0.9, 1.0))
+    foreign = _slots(world, user, _tracks_with_affinity(world, user, 0.0, 0.0)).assign(**{s.MIX_INDEX: 1})
+    slots = pd.concat([loved, foreign], ignore_index=True).assign(
+        **{s.MIX_ID: lambda f: f"2026-10-31:{user}:" + f[s.MIX_INDEX].astype(str)})
+    config = ListenerConfig(mix_preference=preference)
+    listeners = Listeners(world, config, seed=5)
+    sessions = pd.concat([listeners.listen(slots, day) for day in DAYS], ignore_index=True).query("position == 0")
+    head = loved[s.POSITION] < config.session_tracks
+    liked = true_affinity(world.tastes, world.catalog, np.full(int(head.sum()), user),
+                          loved.loc[head, s.TRACK_ID].to_numpy()).mean()
+    w_loved, w_foreign = (liked + 0.05) ** preference, 0.05 ** preference
+    expected = w_loved / (w_loved + w_foreign)
+    observed = sessions[s.TRACK_ID].isin(set(loved[s.TRACK_ID])).mean()
+    assert len(sessions) > 100
+    assert abs(observed - expected) <= 4 * np.sqrt(expected * (1 - expected) / len(sessions)) + 1 / len(sessions)
 
 
 def test_later_positions_are_skipped_more_and_started_less(world: World) -> None:

@@ -11,8 +11,8 @@ from pipeline.tuning import format_tuning, recommend, summarise, write_curve
 
 
 def _row(epsilon: float, discovery: float, skip: float) -> dict:
-    return {"epsilon": epsilon, "discovery_share": discovery, "global_genre_entropy": 3.0, "skip_rate": skip,
-            "true_satisfaction": 0.6}
+    return {"epsilon": epsilon, "discovery_share": discovery, "global_genre_entropy": 3.0, "user_genre_entropy": 1.0,
+            "skip_rate": skip, "true_satisfaction": 0.6}
 
 
 GRID = [_row(0.0, 0.20, 0.300), _row(0.05, 0.24, 0.305), _row(0.1, 0.28, 0.315), _row(0.2, 0.36, 0.320),
@@ -32,11 +32,14 @@ def test_recommend_needs_the_zero_baseline() -> None:
 
 def test_summarise_skips_the_first_week() -> None:
     report = {"weeks": [
-        {"discovery_share": 0.0, "global_genre_entropy": 1.0, "skip_rate": 0.9, "true_satisfaction": None},
-        {"discovery_share": 0.2, "global_genre_entropy": 3.0, "skip_rate": 0.3, "true_satisfaction": 0.5},
-        {"discovery_share": 0.4, "global_genre_entropy": 2.0, "skip_rate": 0.5, "true_satisfaction": 0.7}]}
+        {"discovery_share": 0.0, "global_genre_entropy": 1.0, "user_genre_entropy": 0.1, "skip_rate": 0.9,
+         "true_satisfaction": None},
+        {"discovery_share": 0.2, "global_genre_entropy": 3.0, "user_genre_entropy": 1.0, "skip_rate": 0.3,
+         "true_satisfaction": 0.5},
+        {"discovery_share": 0.4, "global_genre_entropy": 2.0, "user_genre_entropy": 2.0, "skip_rate": 0.5,
+         "true_satisfaction": 0.7}]}
     assert summarise(report) == pytest.approx({"discovery_share": 0.3, "global_genre_entropy": 2.5,
-                                               "skip_rate": 0.4, "true_satisfaction": 0.6})
+                                               "user_genre_entropy": 1.5, "skip_rate": 0.4, "true_satisfaction": 0.6})
 
 
 def _report() -> dict:
