@@ -127,15 +127,19 @@ class ShardContext:
         self.catalog_index = pd.Index(self.catalog[s.TRACK_ID].to_numpy())
         self.meta = columns(self.catalog, [s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD])
         plays = self.catalog[s.TRACK_ID].map(self.tracks.set_index(s.TRACK_ID)["plays"]).astype(float).fillna(0.0)
-        by_popularity = self.catalog.assign(_plays=plays.to_numpy()).sort_values(
+        by_popularity = self.catalog.assign(_plays=plays.to_numpy(), _row=np.arange(len(self.catalog))).sort_values(
             ["_plays", s.TRACK_ID], ascending=[False, True])
-        # Per genre, its tracks most played first, as columns (the explore pool is cut from their heads).
-        self.genre_tracks = {str(genre): columns(rows, TRACK_COLUMNS[:-1])
-                             for genre, rows in by_popularity.groupby(s.GENRE, sort=False)}
+        # Per genre, its tracks most played first, as columns and as catalog rows (the explore pool and the genre
+        # candidates are cut from their heads).
+        by_genre = by_popularity.groupby(s.GENRE, sort=False)
+        self.genre_tracks = {str(genre): columns(rows, TRACK_COLUMNS[:-1]) for genre, rows in by_genre}
+        self.genre_rows = {str(genre): rows["_row"].to_numpy() for genre, rows in by_genre}
+        # Item-embedding row of each catalog row (-1: not embedded, so not in the index either).
+        self.embedding_row = pd.Index(self.embeddings.track_ids).get_indexer(self.catalog[s.TRACK_ID].to_numpy())
         # Which genres sit next to which in the item embedding: exploration draws from a user's neighbours.
-        embedded = pd.Index(self.embeddings.track_ids).get_indexer(self.catalog[s.TRACK_ID].to_numpy())
-        self.genre_neighbours = genre_similarity(self.embeddings.item_factors[embedded[embedded >= 0]],
-                                                 self.catalog[s.GENRE].to_numpy()[embedded >= 0], self.genres)
+        embedded = self.embedding_row[self.embedding_row >= 0]
+        self.genre_neighbours = genre_similarity(self.embeddings.item_factors[embedded],
+                                                 self.catalog[s.GENRE].to_numpy()[self.embedding_row >= 0], self.genres)
 
     def user_history(self, user: int) -> Columns:
         """The user's events in the history window: track_id, skipped, recent_play."""
@@ -279,9 +283,9 @@ def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: Column
     ids, similarity, cluster, own_genre = [], [], [], []
     for c, taste in enumerate(clusters):
         neighbours, cosine = ctx.index.query(taste.query, ctx.settings.retrieval.candidates_per_cluster)
-        extra = _genre_candidates(ctx, taste.genre, played, heard, exclude=neighbours)
+        extra, extra_cosine = _genre_candidates(ctx, taste, played, heard, exclude=neighbours)
         ids += [np.asarray(neighbours, dtype=np.int64), extra]
-        similarity += [np.asarray(cosine, dtype=float), _cosine(ctx, taste.query, extra)]
+        similarity += [np.asarray(cosine, dtype=float), extra_cosine]
         cluster.append(np.full(len(neighbours) + len(extra), c))
         own_genre += [np.zeros(len(neighbours), dtype=bool), np.ones(len(extra), dtype=bool)]
     track_ids, similarity = np.concatenate(ids), np.concatenate(similarity)
@@ -296,39 +300,41 @@ def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: Column
             s.ARTIST_ID: meta[s.ARTIST_ID], s.GENRE: meta[s.GENRE], s.MOOD: meta[s.MOOD], s.DISCOVERY: ~known[keep]}
 
 
-def _played_through(ctx: ShardContext, history: Columns) -> Columns:
-    """The distinct tracks the user played through in the taste window, with their genre."""
-    tracks = np.unique(history[s.TRACK_ID][history["recent_play"]])
-    rows = ctx.catalog_index.get_indexer(tracks)
-    return {s.TRACK_ID: tracks[rows >= 0], s.GENRE: ctx.meta[s.GENRE][rows[rows >= 0]]}
+def _played_through(ctx: ShardContext, history: Columns) -> dict[str, np.ndarray]:
+    """The catalog rows of the distinct tracks the user played through in the taste window, and their genre."""
+    rows = ctx.catalog_index.get_indexer(np.unique(history[s.TRACK_ID][history["recent_play"]]))
+    rows = rows[rows >= 0]
+    return {"row": rows, s.GENRE: ctx.meta[s.GENRE][rows]}
 
 
-def _genre_candidates(ctx: ShardContext, genre: str, played: Columns, heard: np.ndarray,
-                      exclude: np.ndarray) -> np.ndarray:
+def _genre_candidates(ctx: ShardContext, taste: TasteCluster, played: dict[str, np.ndarray], heard: np.ndarray,
+                      exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A mix's candidates from its own genre, whatever the embedding says: the genre's tracks the user played
     through, and its `retrieval.genre_candidates` most played tracks the user has never played. Only embedded
-    tracks (those the index holds), none of `exclude`.
+    tracks (those the index holds), none of `exclude`. Returns (track ids, cosine to the cluster's query: the
+    retrieval score ANN would have given).
 
     Needed because ANN neighbours of a small genre's centroid are mostly a bigger genre the same listeners play:
     on the first night of the closed-loop simulation a small genre's mix held 27-60% of its genre, its plays fell
     below `min_cluster_share` and the mix was gone for good (a taste genre lost, with or without exploration).
     """
-    favourites = played[s.TRACK_ID][played[s.GENRE] == genre]
-    popular = ctx.genre_tracks.get(genre, {}).get(s.TRACK_ID, np.zeros(0, dtype=np.int64))
-    # At most len(heard) of the genre's top tracks are heard: its first n + len(heard) hold its top n unheard.
-    head = popular[:ctx.settings.retrieval.genre_candidates + len(heard)]
-    unheard = head[~np.isin(head, heard)][:ctx.settings.retrieval.genre_candidates]
-    candidates = np.concatenate([favourites, unheard]).astype(np.int64)
-    item_row = ctx.factors[3]
-    embedded = np.fromiter((int(t) in item_row for t in candidates), bool, len(candidates))
-    return candidates[embedded & ~np.isin(candidates, exclude)]
+    favourites = played["row"][played[s.GENRE] == taste.genre]
+    popular = ctx.genre_rows.get(taste.genre, np.zeros(0, dtype=np.int64))
+    head = _unheard_head(ctx.meta[s.TRACK_ID][popular], heard, ctx.settings.retrieval.genre_candidates)
+    rows = np.concatenate([favourites, popular[head]]).astype(np.int64)
+    vector_rows = ctx.embedding_row[rows]
+    track_ids = ctx.meta[s.TRACK_ID][rows].astype(np.int64)
+    keep = (vector_rows >= 0) & ~np.isin(track_ids, exclude)
+    vectors = ctx.embeddings.item_factors[vector_rows[keep]]
+    cosine = vectors @ taste.query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+    return track_ids[keep], cosine
 
 
-def _cosine(ctx: ShardContext, query: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
-    """Cosine of each track's item vector to a (unit) cluster query: the retrieval score ANN would have given."""
-    _, item_factors, _, item_row = ctx.factors
-    vectors = item_factors[np.fromiter((item_row[int(t)] for t in track_ids), np.int64, len(track_ids))]
-    return vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+def _unheard_head(ranked_ids: np.ndarray, heard: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the first `n` of `ranked_ids` the user has not heard. At most len(heard) of them are heard,
+    so only the first n + len(heard) are looked at."""
+    head = ranked_ids[:n + len(heard)]
+    return np.flatnonzero(~np.isin(head, heard))[:n]
 
 
 def _rank_within(groups: np.ndarray, counted: np.ndarray) -> np.ndarray:
@@ -382,15 +388,12 @@ def _explore_pool(ctx: ShardContext, user: int, history: Columns) -> Columns:
     affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
     nearest = explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank)
     heard = np.unique(history[s.TRACK_ID])
-    # At most len(heard) of a genre's top tracks are heard, so its first POOL + len(heard) hold its top POOL unheard.
-    head = EXPLORE_POOL_PER_GENRE + len(heard)
     parts = []
     for genre in genres:
         tracks = ctx.genre_tracks.get(genre)
         if genre not in nearest or tracks is None:
             continue
-        top = {name: values[:head] for name, values in tracks.items()}
-        parts.append(take(top, np.flatnonzero(~np.isin(top[s.TRACK_ID], heard))[:EXPLORE_POOL_PER_GENRE]))
+        parts.append(take(tracks, _unheard_head(tracks[s.TRACK_ID], heard, EXPLORE_POOL_PER_GENRE)))
     pool = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=object)
             for name in TRACK_COLUMNS[:-1]}
     pool[s.DISCOVERY] = np.ones(len(pool[s.TRACK_ID]), dtype=bool)
