@@ -48,9 +48,11 @@ def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out:
     `jobs` > 1 runs that many simulations at once, each in its own process and data root (same results: every
     run is seeded by its own (ε, seed)).
     """
-    runs = [(epsilon, seed) for epsilon in sorted(set(epsilons)) for seed in seeds]
-    tasks = [(simulation_settings(out / f"eps={e:g}" / f"seed={seed}" / "home", epsilon=e, seed=seed, world=world,
-                                  base=settings), weeks, out / f"eps={e:g}" / f"seed={seed}") for e, seed in runs]
+    grid_epsilons = sorted(set(epsilons))
+    runs = [(epsilon, seed) for epsilon in grid_epsilons for seed in seeds]
+    run_dirs = [out / f"eps={epsilon:g}" / f"seed={seed}" for epsilon, seed in runs]
+    tasks = [(simulation_settings(run_dir / "home", epsilon=epsilon, seed=seed, world=world, base=settings), weeks,
+              run_dir) for (epsilon, seed), run_dir in zip(runs, run_dirs, strict=True)]
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             summaries = list(pool.map(_summarised_run, tasks))
@@ -58,7 +60,7 @@ def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out:
         summaries = [_summarised_run(task) for task in tasks]
     by_run = dict(zip(runs, summaries, strict=True))
     grid = [{"epsilon": e, **{m: float(np.mean([by_run[e, seed][m] for seed in seeds])) for m in CURVE_METRICS}}
-            for e in sorted(set(epsilons))]
+            for e in grid_epsilons]
     tuning = {"grid": grid, "recommended_epsilon": recommend(grid, guardrail), "guardrail": guardrail,
               "weeks": weeks, "seeds": seeds}
     out.mkdir(parents=True, exist_ok=True)
