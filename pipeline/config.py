@@ -51,11 +51,22 @@ class RerankConfig(_Config):
     exploration_rate: float = Field(0.1, ge=0, le=1, description="Share of slots filled by exploration (epsilon).")
     explore_genres: int = Field(
         2, ge=1, description="Genres exploration draws from (more if they hold too few artists): of the genres "
-        "without a mix of their own, those the user plays most, then those nearest the user's genres in the item "
-        "embedding.")
+        "holding less than explore_below_share of the user's plays, those the user plays most, then those nearest "
+        "the user's genres in the item embedding.")
+    explore_below_share: float = Field(
+        0.16, ge=0, le=1, description="Genres under this share of the user's completed plays are explored: a taste "
+        "genre near min_cluster_share (whose mix the user may soon stop hearing) and genres without a mix. At least "
+        "min_cluster_share.")
     min_cluster_share: float = Field(
         0.08, ge=0, le=1, description="A taste cluster needs this share of recent plays to become a mix."
     )
+
+    @model_validator(mode="after")
+    def _explores_every_genre_without_a_mix(self) -> RerankConfig:
+        if self.explore_below_share < self.min_cluster_share:
+            raise ValueError(f"explore_below_share ({self.explore_below_share}) must be at least min_cluster_share "
+                             f"({self.min_cluster_share}): a genre without a mix must stay explorable")
+        return self
 
 
 class RetrievalConfig(_Config):

@@ -70,19 +70,20 @@ def genre_similarity(item_vectors: np.ndarray, item_genres: np.ndarray, genres: 
 
 
 def explore_genres(own: np.ndarray, neighbours: np.ndarray, genres: list[str], config: RerankConfig) -> list[str]:
-    """Every genre without a mix of its own, nearest to the user's taste first.
+    """The genres exploration may draw from, first first: those holding less than `explore_below_share` of the
+    user's completed plays, the most played first, then (among genres the user has not played) the most similar
+    to what the user plays (own @ neighbours).
 
-    `own`: the user's (smoothed) share of completed plays per genre; `neighbours`: `genre_similarity`. Genres
-    holding `min_cluster_share` of the user's plays already get a mix, so exploring them adds no diversity.
-    Nearest = the most played by the user (a genre that lost its mix, or never had enough plays for one), then,
-    among genres the user has not played, the most similar to what the user plays (own @ neighbours).
-    Exploring the least-liked genres instead (the first design) was skipped ~72% of the time and never brought
-    a lost genre back.
+    `own`: the user's (smoothed) share of completed plays per genre; `neighbours`: `genre_similarity`.
+    Exploring the least-liked genres (the first design) was skipped ~72% of the time. Exploring only genres
+    without a mix (the second) never brought a lost taste genre back: listeners play the mixes they like
+    most, so a smaller taste genre's share sinks under `min_cluster_share` and a slot or two of exploration
+    cannot lift it back. Served while it is still under `explore_below_share`, it keeps its mix.
     """
     own = np.nan_to_num(np.asarray(own, dtype=float))
     nearness = own @ neighbours
-    without_mix = np.flatnonzero(own < config.min_cluster_share)
-    return [genres[g] for g in sorted(without_mix.tolist(), key=lambda g: (-own[g], -nearness[g], g))]
+    explorable = np.flatnonzero(own < config.explore_below_share)
+    return [genres[g] for g in sorted(explorable.tolist(), key=lambda g: (-own[g], -nearness[g], g))]
 
 
 def nearest_pool(pool: Columns, ranked_genres: list[str], config: RerankConfig) -> Columns:

@@ -123,6 +123,22 @@ def test_explore_genres_are_the_users_genres_without_a_mix_then_the_nearest() ->
     assert explore_genres(own, neighbours, GENRES, RerankConfig()) == ["folk", "metal", "pop"]
 
 
+def test_explore_genres_start_with_a_taste_genre_near_the_mix_threshold() -> None:
+    # jazz still has a mix (12% ≥ 8%) but holds under explore_below_share (16%): it is explored first, so the
+    # listener keeps hearing it; rock (70%) is not explored.
+    own = np.array([0.70, 0.01, 0.12, 0.01, 0.05])
+    neighbours = np.eye(5)
+    neighbours[0, 3] = neighbours[3, 0] = 0.9
+    assert explore_genres(own, neighbours, GENRES, RerankConfig()) == ["jazz", "folk", "metal", "pop"]
+    at_threshold = RerankConfig(explore_below_share=0.08)  # the old rule: only genres without a mix
+    assert explore_genres(own, neighbours, GENRES, at_threshold) == ["folk", "metal", "pop"]
+
+
+def test_explore_below_share_cannot_leave_genres_without_a_mix_unexplored() -> None:
+    with pytest.raises(ValueError, match="explore_below_share"):
+        RerankConfig(explore_below_share=0.05, min_cluster_share=0.08)
+
+
 def test_explore_genres_without_any_plays_follow_the_vocabulary() -> None:
     assert explore_genres(np.full(5, 0.0), np.eye(5), GENRES, RerankConfig()) == GENRES
 
