@@ -380,8 +380,8 @@ def _features(ctx: ShardContext, user: int, candidates: Columns) -> pd.DataFrame
 
 
 def _explore_pool(ctx: ShardContext, user: int, history: Columns) -> Columns:
-    """Never-played, most-played tracks (EXPLORE_POOL_PER_GENRE per genre) of the genres
-    under `rerank.explore_below_share` of their plays (`explore_genres`, narrowed by `nearest_pool`)."""
+    """Never-played, most-played tracks (EXPLORE_POOL_PER_GENRE per genre) of the genres holding less than
+    `rerank.explore_below_share` of the user's plays (`explore_genres`, narrowed by `nearest_pool`)."""
     genres = ctx.genres
     row = ctx.user_row.get(user)
     vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
