@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.config import load_settings
-from pipeline.io import read_json
-from pipeline.nightly import _load_context, _user_mixes, plan
+from pipeline.core.config import load_settings
+from pipeline.core.io import read_json
+from pipeline.nightly.shard import _load_context, _user_mixes, plan
 
 
 def measure(home: Path, day: str) -> dict:

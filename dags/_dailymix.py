@@ -47,6 +47,6 @@ def announce(asset: Asset, day: str, **extra) -> None:
 
 
 def settings():
-    from pipeline.config import load_settings
+    from pipeline.core.config import load_settings
 
     return load_settings()

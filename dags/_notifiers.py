@@ -1,6 +1,6 @@
 """Airflow notifiers of the Daily Mix DAGs: drift and gate alerts out of Airflow.
 
-`DailyMixAlertNotifier` is a task `on_failure_callback`. It reads the alerts the task stored (pipeline.monitor)
+`DailyMixAlertNotifier` is a task `on_failure_callback`. It reads the alerts the task stored (pipeline.monitor.health)
 and sends them to:
   - the alert log `monitoring/alerts/alerts.log` under the data root (always);
   - Slack, when the Airflow connection `dailymix_slack` exists (an incoming-webhook URL as its host, or the
@@ -36,7 +36,7 @@ class DailyMixAlertNotifier(BaseNotifier):
         self.smtp_conn_id = smtp_conn_id
 
     def notify(self, context) -> None:
-        from pipeline.monitor import alert_text, log_alert, read_alerts
+        from pipeline.core.alerts import alert_text, log_alert, read_alerts
 
         config, day = settings(), run_day(context)
         alerts = read_alerts(config, day, self.source)

@@ -36,19 +36,19 @@ from airflow.sdk import dag, task
 def dailymix_features():
     @task
     def ingest() -> dict:
-        from pipeline.daily_features import ingest_day
+        from pipeline.features.daily import ingest_day
 
         return ingest_day(settings(), run_day())
 
     @task
     def offline_store(report: dict) -> dict:
-        from pipeline.daily_features import build_offline_features
+        from pipeline.features.daily import build_offline_features
 
         return build_offline_features(settings(), report["day"])
 
     @task(outlets=[FEATURES])
     def online_store(report: dict, offline_paths: dict) -> str:
-        from pipeline.daily_features import materialize_online
+        from pipeline.features.daily import materialize_online
 
         version = materialize_online(settings(), report["day"])
         announce(FEATURES, report["day"], feature_version=version)

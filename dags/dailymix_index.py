@@ -36,25 +36,25 @@ from airflow.sdk import dag, task
 def dailymix_index():
     @task
     def embeddings() -> dict:
-        from pipeline.indexing import export_embeddings
+        from pipeline.candidates.index import export_embeddings
 
         return export_embeddings(settings())
 
     @task
     def build(exported: dict) -> dict:
-        from pipeline.indexing import build_index
+        from pipeline.candidates.index import build_index
 
         return build_index(settings(), exported["embeddings_path"], run_day())
 
     @task
     def recall_gate(built: dict) -> float:
-        from pipeline.indexing import gate_recall
+        from pipeline.candidates.index import gate_recall
 
         return gate_recall(settings(), built["index_version"])
 
     @task(outlets=[INDEX])
     def publish(built: dict, exported: dict, recall: float) -> dict:
-        from pipeline.indexing import publish_index
+        from pipeline.candidates.index import publish_index
 
         record = publish_index(settings(), built["index_version"], exported["model_version"])
         announce(INDEX, run_day(), index_version=built["index_version"])

@@ -40,9 +40,9 @@ from airflow.sdk.exceptions import AirflowFailException
 def dailymix_monitor():
     @task
     def metrics() -> dict:
-        from pipeline.monitor import record_day
-        from pipeline.paths import Layout
-        from pipeline.world import read_world
+        from pipeline.core.paths import Layout
+        from pipeline.monitor.health import record_day
+        from pipeline.sim.world import read_world
 
         config, day = settings(), run_day()
         path = record_day(config, day, len(read_world(Layout(config.home)).catalog))
@@ -50,13 +50,13 @@ def dailymix_monitor():
 
     @task
     def to_mlflow(recorded: dict) -> str:
-        from pipeline.monitor import log_metrics_to_mlflow
+        from pipeline.monitor.health import log_metrics_to_mlflow
 
         return log_metrics_to_mlflow(settings(), recorded["date"])
 
     @task(on_failure_callback=DailyMixAlertNotifier(source="monitor"))
     def drift(recorded: dict) -> list[str]:
-        from pipeline.monitor import check_drift
+        from pipeline.monitor.health import check_drift
 
         alerts = check_drift(settings(), recorded["date"])
         if alerts:  # no retry: the data will not change; the notifier sends the alerts

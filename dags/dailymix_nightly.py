@@ -38,28 +38,28 @@ from airflow.sdk import dag, get_current_context, task
 def dailymix_nightly():
     @task
     def plan() -> list[dict]:
-        from pipeline.nightly import plan as plan_night
-        from pipeline.nightly import shard_count
+        from pipeline.nightly.shard import plan as plan_night
+        from pipeline.nightly.shard import shard_count
 
         path = plan_night(settings(), run_day())
         return [{"plan_path": path, "shard": shard} for shard in range(shard_count(path))]
 
     @task
     def skew_gate(shards: list[dict]) -> list[dict]:
-        from pipeline.skew import run_gate
+        from pipeline.features.skew import run_gate
 
         run_gate(settings(), shards[0]["plan_path"])  # raises, listing every drifted feature, on skew
         return shards
 
     @task(map_index_template="shard {{ task.op_kwargs['shard'] }}")
     def score(plan_path: str, shard: int) -> dict:
-        from pipeline.nightly import score_shard
+        from pipeline.nightly.shard import score_shard
 
         return {"plan_path": plan_path, "shard_path": score_shard(settings(), plan_path, shard)}
 
     @task(outlets=[MIXES])
     def publish(scored: list[dict]) -> dict:
-        from pipeline.publish import publish as publish_mixes
+        from pipeline.publish.files import publish as publish_mixes
 
         scored = list(scored)
         manifest = publish_mixes(settings(), scored[0]["plan_path"], [s["shard_path"] for s in scored],

@@ -35,19 +35,19 @@ from airflow.sdk import dag, task
 def dailymix_retrain():
     @task
     def training_data() -> str:
-        from pipeline.retrain import prepare_training_data
+        from pipeline.train.retrain import prepare_training_data
 
         return prepare_training_data(settings(), run_day())
 
     @task
     def fit_and_register(directory: str) -> dict:
-        from pipeline.retrain import train_and_register
+        from pipeline.train.retrain import train_and_register
 
         return train_and_register(settings(), run_day(), directory)
 
     @task(outlets=[RANKER])
     def promote(directory: str, candidate: dict) -> dict:
-        from pipeline.retrain import promote_if_better
+        from pipeline.train.retrain import promote_if_better
 
         decision = promote_if_better(settings(), directory, candidate)
         announce(RANKER, run_day(), version=candidate["version"], promoted=decision["promoted"])

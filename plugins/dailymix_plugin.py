@@ -1,6 +1,6 @@
 """Airflow plugin: the "Daily Mix" entry of the Airflow UI.
 
-Wiring only. The page (a user's mixes, the loop's health, the skew gate) is `pipeline.pages`, a FastAPI
+Wiring only. The page (a user's mixes, the loop's health, the skew gate) is `pipeline.serve.pages`, a FastAPI
 app over the data root that reads the stores through the same functions as the API. Airflow mounts it at
 /dailymix and shows it in its navigation as an embedded view; every request goes through Airflow's own
 authentication and needs read access to DAGs (the page shows what the DAGs produced).
@@ -13,8 +13,8 @@ from typing import ClassVar
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
 
-from pipeline.config import load_settings
-from pipeline.pages import create_pages_app
+from pipeline.core.config import load_settings
+from pipeline.serve.pages import create_pages_app
 
 URL_PREFIX = "/dailymix"
 

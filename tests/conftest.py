@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import RerankConfig, Settings
+from pipeline.core import schema as s
+from pipeline.core.config import RerankConfig, Settings
 
 SEED = 1234
 DAY = "2026-11-01"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import schema as s
+from pipeline.core import schema as s
 
 
 @dataclass(frozen=True)

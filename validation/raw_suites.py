@@ -9,7 +9,7 @@ two descriptions drifted apart. Each event expectation names the pandas rule it 
 There is deliberately no user_id >= 0 expectation: no pandas rule rejects a negative user id, so the
 suite would refuse whole files over rows the quarantine lets through.
 
-GE is imported lazily: importing it takes seconds and `pipeline.ingest` is imported by DAG files.
+GE is imported lazily: importing it takes seconds and `pipeline.data.ingest` is imported by DAG files.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline import schema as s
+from pipeline.core import schema as s
 from validation.events import DUPLICATE_KEY, DURATION_SLACK, MAX_MS_PLAYED, REQUIRED_COLUMNS, day_bounds
 
 if TYPE_CHECKING:

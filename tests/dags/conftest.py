@@ -4,7 +4,7 @@ The environment is set when this conftest is imported, i.e. before anything impo
 Airflow reads AIRFLOW_HOME and its config once, on first import, and the tests are parametrised
 over the DagBag, which is therefore built while tests are being collected.
 
-It mirrors `pipeline.demo.airflow_env`: a throw-away AIRFLOW_HOME and DAILYMIX_HOME, the project's
+It mirrors `pipeline.ops.airflow_env.airflow_env`: a throw-away AIRFLOW_HOME and DAILYMIX_HOME, the project's
 `dags/` and `plugins/`, no example DAGs. Parsing needs no metadata database, so none is created.
 """
 

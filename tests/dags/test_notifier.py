@@ -13,8 +13,8 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from pipeline.config import Settings
-from pipeline.monitor import alert_log_path, raise_alerts
+from pipeline.core.alerts import alert_log_path, raise_alerts
+from pipeline.core.config import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
 import _notifiers  # a DAG-folder module: importable once dags/ is on the path, as in Airflow

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main as cli
-from pipeline.config import PROJECT_ROOT, Settings, TrainingConfig, WorldConfig, save_settings
-from pipeline.demo import airflow_env, run_dag, run_loop
-from pipeline.publish import read_publication
-from pipeline.world import history_days
+from pipeline.core.config import PROJECT_ROOT, Settings, TrainingConfig, WorldConfig, save_settings
+from pipeline.ops.airflow_env import airflow_env, run_dag
+from pipeline.ops.cli import main as cli
+from pipeline.ops.demo import run_loop
+from pipeline.publish.files import read_publication
+from pipeline.sim.world import history_days
 
 pytestmark = pytest.mark.e2e
 

@@ -11,15 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.cli import main as cli
-from pipeline.config import Settings, TrainingConfig, WorldConfig, save_settings
-from pipeline.demo import airflow_env, run_dag, run_loop
-from pipeline.ingest import read_raw_events
-from pipeline.paths import Layout
-from pipeline.publish import MANIFEST, date_dir, read_publication
-from pipeline.rerank import rule_violations
-from pipeline.world import history_days
+from pipeline.core import schema as s
+from pipeline.core.config import Settings, TrainingConfig, WorldConfig, save_settings
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import read_raw_events
+from pipeline.ops.airflow_env import airflow_env, run_dag
+from pipeline.ops.cli import main as cli
+from pipeline.ops.demo import run_loop
+from pipeline.publish.files import MANIFEST, date_dir, read_publication
+from pipeline.reranking.rules import rule_violations
+from pipeline.sim.world import history_days
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +64,7 @@ def test_discovery_flags_match_the_listening_history(loop: Settings, day: str) -
 def test_mixes_cli_json_contract(loop: Settings, day: str) -> None:
     _, slots = read_publication(loop, day)
     user = int(slots[s.USER_ID].iloc[0])
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(loop.home), "mixes", str(user),
+    out = subprocess.run([sys.executable, "-m", "pipeline.ops.cli", "--home", str(loop.home), "mixes", str(user),
                           "--json"], capture_output=True, text=True, check=True).stdout
     payload = json.loads(out)
     assert payload["user_id"] == user and payload["date"] == day
@@ -79,7 +80,7 @@ def test_mixes_cli_json_contract(loop: Settings, day: str) -> None:
 
 
 def test_champion_is_registered_and_learned_the_skip_signal(loop: Settings, day: str) -> None:
-    from pipeline.registry import champion, client
+    from pipeline.core.registry import champion, client
 
     ref = champion(loop)
     assert ref is not None
@@ -95,9 +96,9 @@ def test_retrain_run_has_its_metrics_artifacts_and_lineage_in_mlflow(loop: Setti
     """`airflow dags test dailymix_retrain` logged what a reviewer opens, read back through the MLflow client."""
     import mlflow
 
-    from pipeline.registry import champion, client
-    from pipeline.retrain import CALIBRATION_PLOT, CHAMPION_TAG, IMPORTANCE_PLOT, OPE_ARTIFACT, REASON_TAG
-    from pipeline.skew import SUITES_DIR
+    from pipeline.core.registry import champion, client
+    from pipeline.features.skew import SUITES_DIR
+    from pipeline.train.retrain import CALIBRATION_PLOT, CHAMPION_TAG, IMPORTANCE_PLOT, OPE_ARTIFACT, REASON_TAG
 
     ref = champion(loop)
     mlflow_client = client(loop)
@@ -125,7 +126,7 @@ def test_retrain_run_has_its_metrics_artifacts_and_lineage_in_mlflow(loop: Setti
     info = mlflow.models.get_model_info(ref.uri)
     assert info.signature is not None and info.saved_input_example_info is not None
 
-    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(loop.home), "mixes",
+    shown = subprocess.run([sys.executable, "-m", "pipeline.ops.cli", "--home", str(loop.home), "mixes",
                             str(manifest_user(loop, day))], capture_output=True, text=True, check=True).stdout
     assert f"model {loop.model_name} v{ref.version}" in shown.splitlines()[0]
 
@@ -136,8 +137,8 @@ def manifest_user(loop: Settings, day: str) -> int:
 
 
 def test_index_recall_was_measured_and_recorded(loop: Settings) -> None:
-    from pipeline.indexing import index_for_model
-    from pipeline.registry import champion
+    from pipeline.candidates.index import index_for_model
+    from pipeline.core.registry import champion
 
     record = index_for_model(loop, champion(loop).version)
     assert record["recall_at_1000"] >= 0.9
@@ -177,7 +178,7 @@ def test_malformed_events_file_is_rejected_by_the_cli_with_nothing_lost(loop: Se
     rows.loc[9, s.USER_ID] = None  # missing id
     bad = tmp_path / "bad-events.csv"
     rows.to_csv(bad, index=False)
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(loop.home), "ingest", str(bad),
+    result = subprocess.run([sys.executable, "-m", "pipeline.ops.cli", "--home", str(loop.home), "ingest", str(bad),
                              "--date", day], capture_output=True, text=True, env=airflow_env(loop.home))
     assert result.returncode == 1
     assert "bad-events.csv" in result.stderr and "3 of 50 rows" in result.stderr
@@ -198,7 +199,7 @@ def test_a_unit_bug_upstream_is_stopped_by_the_skew_gate(loop: Settings, day: st
     env = airflow_env(loop.home)
 
     def dailymix(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(loop.home), *args],
+        return subprocess.run([sys.executable, "-m", "pipeline.ops.cli", "--home", str(loop.home), *args],
                               capture_output=True, text=True, env=env)
 
     ingest = dailymix("ingest", str(landing), "--date", next_day)

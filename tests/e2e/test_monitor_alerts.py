@@ -14,18 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import ListenerConfig, Settings, WorldConfig, save_settings
-from pipeline.daily_features import ingest_day
-from pipeline.demo import DagRunFailed, airflow_db_migrate, run_dag
-from pipeline.io import atomic_write_json, atomic_write_parquet
-from pipeline.monitor import alert_log_path, read_alerts, record_day
-from pipeline.nightly import DTYPES, PUBLISHED_COLUMNS
-from pipeline.paths import Layout
-from pipeline.publish import publish, read_publication
-from pipeline.rerank import rerank_user
-from pipeline.simulator import Listeners
-from pipeline.world import World, generate_world, write_world
+from pipeline.core import schema as s
+from pipeline.core.alerts import alert_log_path, read_alerts
+from pipeline.core.config import ListenerConfig, Settings, WorldConfig, save_settings
+from pipeline.core.io import atomic_write_json, atomic_write_parquet
+from pipeline.core.paths import Layout
+from pipeline.features.daily import ingest_day
+from pipeline.monitor.health import record_day
+from pipeline.ops.airflow_env import DagRunFailed, airflow_db_migrate, run_dag
+from pipeline.publish.files import publish, read_publication
+from pipeline.reranking.rules import rerank_user
+from pipeline.sim.listeners import Listeners
+from pipeline.sim.world import World, generate_world, write_world
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def _slots(settings: Settings, world: World, day: str) -> pd.DataFrame:
             frames.append(mix.slots.assign(**{
                 s.MIX_TITLE: mix.title, s.MIX_ID: f"{day}:{user}:{mix.index}", s.USER_ID: int(user), s.DATE: day,
                 s.MODEL_VERSION: "1", s.INDEX_VERSION: "test", s.FEATURE_VERSION: "test"}))
-    return pd.concat(frames, ignore_index=True)[PUBLISHED_COLUMNS].astype(DTYPES)
+    return pd.concat(frames, ignore_index=True)[list(s.PUBLISHED_COLUMNS)].astype(s.PUBLISHED_DTYPES)
 
 
 def _publish_and_listen(settings: Settings, world: World, listeners: Listeners, day: str, skip_shift: float) -> None:

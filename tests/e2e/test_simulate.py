@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import WorldConfig, load_settings
-from pipeline.ingest import read_raw_events
-from pipeline.paths import Layout
-from pipeline.simulate import run_simulation, simulation_settings
+from pipeline.core import schema as s
+from pipeline.core.config import WorldConfig, load_settings
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import read_raw_events
+from pipeline.sim.loop import run_simulation, simulation_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +59,8 @@ def test_simulated_listening_went_through_ingest(simulated: Path) -> None:
 
 
 def test_tuning_runs_in_parallel_and_recommends_within_the_guardrail(tmp_path: Path) -> None:
-    from pipeline.config import Settings
-    from pipeline.tuning import recommend, summarise, tune_exploration
+    from pipeline.core.config import Settings
+    from pipeline.sim.tuning import recommend, summarise, tune_exploration
 
     tuning = tune_exploration(Settings(home=tmp_path / "base"), [0.0, 0.1], weeks=1, out=tmp_path, seeds=[3],
                               guardrail=0.02, apply=False, world=TINY, jobs=2)

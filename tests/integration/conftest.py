@@ -23,7 +23,7 @@ from services import (
     drop_database,
 )
 
-from pipeline.config import FeatureStoreConfig
+from pipeline.core.config import FeatureStoreConfig
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def publish_db(postgres) -> Iterator[str]:
     try:
         yield database_url(name)
     finally:
-        from pipeline.publish_db import engine
+        from pipeline.publish.postgres import engine
 
         engine.cache_clear()
         drop_database(name)

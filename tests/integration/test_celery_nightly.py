@@ -25,13 +25,13 @@ import pytest
 import sqlalchemy as sa
 from services import create_database, database_url, drop_database
 
-from pipeline.cli import main as cli
-from pipeline.cluster import LocalCeleryCluster, celery_env, free_port
-from pipeline.config import ScaleOutConfig, Settings, TrainingConfig, WorldConfig, save_settings
-from pipeline.demo import airflow_db_migrate, run_dag
-from pipeline.publish import read_publication
-from pipeline.publish_db import engine as publish_engine
-from pipeline.world import history_days
+from pipeline.core.config import ScaleOutConfig, Settings, TrainingConfig, WorldConfig, save_settings
+from pipeline.ops.airflow_env import airflow_db_migrate, run_dag
+from pipeline.ops.cli import main as cli
+from pipeline.ops.cluster import LocalCeleryCluster, celery_env, free_port
+from pipeline.publish.files import read_publication
+from pipeline.publish.postgres import engine as publish_engine
+from pipeline.sim.world import history_days
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +44,9 @@ REDIS_DB = 2  # this suite's broker; Redis DBs 2–5 are reserved for it
 def prepare_world(home: Path, tracking_uri: str) -> tuple[Settings, str]:
     """World and features for every day in-process; the retrain DAG (`airflow dags test`) logging to the MLflow
     server; the index in-process. Everything reads and writes the same data root and tracking server."""
-    from pipeline.daily_features import build_offline_features, ingest_day, materialize_online
-    from pipeline.indexing import build_index, export_embeddings, gate_recall, publish_index
-    from pipeline.registry import champion
+    from pipeline.candidates.index import build_index, export_embeddings, gate_recall, publish_index
+    from pipeline.core.registry import champion
+    from pipeline.features.daily import build_offline_features, ingest_day, materialize_online
 
     settings = Settings(home=home, n_shards=N_SHARDS, world=WORLD, training=TrainingConfig(holdout_days=1),
                         mlflow_tracking_uri=tracking_uri, scale_out=ScaleOutConfig(worker_concurrency=1))

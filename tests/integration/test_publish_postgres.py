@@ -11,13 +11,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipeline import schema as s
-from pipeline.cli import main as cli
-from pipeline.config import ScaleOutConfig, Settings
-from pipeline.io import atomic_write_json
-from pipeline.nightly import DTYPES, PUBLISHED_COLUMNS
-from pipeline.publish import content_hash, latest_date, publish, read_publication, user_mixes
-from pipeline.publish_db import MIGRATIONS, engine, schema_version
+from pipeline.core import schema as s
+from pipeline.core.config import ScaleOutConfig, Settings
+from pipeline.core.io import atomic_write_json
+from pipeline.ops.cli import main as cli
+from pipeline.publish.files import content_hash, latest_date, publish, read_publication, user_mixes
+from pipeline.publish.postgres import MIGRATIONS, engine, schema_version
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def night(day: str, users: int, mixes: int = 2, track_offset: int = 0) -> pd.Dat
         s.MODEL_VERSION: LINEAGE["model_version"], s.INDEX_VERSION: LINEAGE["index_version"],
         s.FEATURE_VERSION: LINEAGE["feature_version"],
     })
-    return frame[PUBLISHED_COLUMNS].astype(DTYPES)
+    return frame[list(s.PUBLISHED_COLUMNS)].astype(s.PUBLISHED_DTYPES)
 
 
 def stage(settings: Settings, slots: pd.DataFrame, name: str) -> tuple[str, list[str]]:

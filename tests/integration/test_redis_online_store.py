@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import feature_store as fs
-from pipeline import schema as s
-from pipeline.api import create_app
-from pipeline.config import FeatureStoreConfig, Settings, WorldConfig
-from pipeline.daily_features import build_offline_features, ingest_day, materialize_online
-from pipeline.paths import Layout
-from pipeline.world import generate_world, history_days, write_world
+from pipeline.core import schema as s
+from pipeline.core.config import FeatureStoreConfig, Settings, WorldConfig
+from pipeline.core.paths import Layout
+from pipeline.features import store as fs
+from pipeline.features.daily import build_offline_features, ingest_day, materialize_online
+from pipeline.serve.api import create_app
+from pipeline.sim.world import generate_world, history_days, write_world
 from tests.unit.test_api import Clock
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.ann import AnnoyIndex, exact_top_k, file_digest, normalise, recall_at_k
+from pipeline.candidates.ann import AnnoyIndex, exact_top_k, file_digest, normalise, recall_at_k
 
 N, DIM, K = 1000, 64, 10
 FIRST_TRACK = 5000  # track ids differ from row numbers, so the id mapping is exercised

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.ann import (
+from pipeline.candidates.ann import (
     BACKENDS,
     MISSING,
     AnnoyIndex,

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import cli
-from pipeline import schema as s
-from pipeline.api import create_app
-from pipeline.config import ApiConfig, Settings, WorldConfig
-from pipeline.ingest import read_exploration_events, read_raw_events
-from pipeline.paths import Layout
-from pipeline.publish import date_dir, publish, user_mixes
-from pipeline.world import generate_world, write_world
+from pipeline.core import schema as s
+from pipeline.core.config import ApiConfig, Settings, WorldConfig
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import read_exploration_events, read_raw_events
+from pipeline.ops import cli
+from pipeline.publish.files import date_dir, publish, user_mixes
+from pipeline.serve.api import create_app
+from pipeline.sim.world import generate_world, write_world
 from tests.unit.test_publish import mix_slots, write_plan
 
 DAY = "2026-11-01"
@@ -240,8 +240,8 @@ def test_last_ten_keeps_the_newest_ten_across_batches(client: TestClient, clock:
 
 
 def test_features_include_genre_affinity_with_its_timestamp(client: TestClient, root: Settings) -> None:
-    from pipeline import feature_store as fs
-    from pipeline.features import vocabulary
+    from pipeline.features import store as fs
+    from pipeline.features.definitions import vocabulary
 
     genres = vocabulary(pd.read_parquet(Layout(root.home).catalog), s.GENRE)
     vector = [1.0 / len(genres)] * len(genres)
@@ -323,7 +323,7 @@ def test_one_raw_part_per_pass_and_a_retry_is_stored_once(root: Settings) -> Non
     stores only the rows that were rejected before and pass now."""
     import pyarrow.parquet as pq
 
-    from pipeline.api import BATCHES, EventIn, Intake, Service, batch_digest, event_text
+    from pipeline.serve.api import BATCHES, EventIn, Intake, Service, batch_digest, event_text
 
     clock = Clock(START)
     service = Service(root, clock)
@@ -381,7 +381,7 @@ def test_two_serving_processes_neither_lose_nor_duplicate_events(root: Settings)
 
 
 def test_an_intake_pass_waits_while_another_process_holds_the_data_root(root: Settings) -> None:
-    from pipeline.api import EventIn, Service
+    from pipeline.serve.api import EventIn, Service
 
     holder, other = Service(root, Clock(START)), Service(root, Clock(START))  # separate lock handles, like processes
     other.open()  # the Feast repo: slow once, not what is waited for below
@@ -404,15 +404,14 @@ def test_serve_with_workers_builds_each_workers_app_from_the_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    from pipeline import api
-
+    from pipeline.serve import api
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
     monkeypatch.setenv("DAILYMIX_API_TOKEN", TOKEN)
     monkeypatch.setenv("DAILYMIX_HOME", "/elsewhere")
     monkeypatch.delenv(api.INSECURE_DEV, raising=False)
     assert cli.main(["--home", str(tmp_path), "serve", "--workers", "3"]) == 0
-    assert calls == [("pipeline.api:app_from_environment",
+    assert calls == [("pipeline.serve.api:app_from_environment",
                       {"factory": True, "host": "127.0.0.1", "port": 8000, "workers": 3, "access_log": False})]
     worker = TestClient(api.app_from_environment())  # what each worker process runs
     assert worker.app.state.service.settings.home == tmp_path.resolve()
@@ -473,8 +472,8 @@ def test_merge_recent_is_last_interactions_of_stored_plus_new(seed: int) -> None
     with ties, repeats and rows beyond the horizon."""
     import numpy as np
 
-    from pipeline.api import merge_recent
-    from pipeline.features import last_interactions
+    from pipeline.features.definitions import last_interactions
+    from pipeline.serve.api import merge_recent
 
     rng = np.random.default_rng(seed)
     def plays(n: int) -> list[tuple[int, int, bool]]:

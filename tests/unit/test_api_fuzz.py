@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from pipeline.api import create_app
-from pipeline.config import Settings
+from pipeline.core.config import Settings
+from pipeline.serve.api import create_app
 from tests.unit.test_api import AUTH, START, TOKEN, Clock, root  # noqa: F401  (root: the published world fixture)
 
 EXAMPLES_PER_OPERATION = 30

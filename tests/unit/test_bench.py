@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipeline.bench import run_bench, write_report
-from pipeline.config import BenchConfig
-from pipeline.nightly import STAGES
+from pipeline.bench.nightly import run_bench, write_report
+from pipeline.core.config import BenchConfig
+from pipeline.nightly.shard import STAGES
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pipeline.coalesce import Coalescer
+from pipeline.serve.coalesce import Coalescer
 
 WAIT_S = 10.0  # a bound on waiting for other threads, never a measured time
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from pipeline.compiled_ranker import CompiledRanker, compile_ranker, scorer
+from pipeline.scoring.compiled import CompiledRanker, compile_ranker, scorer
 
 pytest.importorskip("tl2cgen")
 

@@ -90,7 +90,7 @@ def test_airflow_settings_are_real_options_and_auth_is_on(compose: dict) -> None
 
 
 def test_dailymix_variables_are_read_by_the_code(compose: dict) -> None:
-    source = "\n".join(p.read_text() for p in (DOCKER.parent / "pipeline").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (DOCKER.parent / "pipeline").rglob("*.py"))
     env = compose["x-airflow-common"]["environment"]
     for key in env:
         if key.startswith("DAILYMIX_"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from pipeline.config import PROJECT_ROOT, Settings
-from pipeline.config_reference import ENVIRONMENT, markdown, rows
+from pipeline.core.config import PROJECT_ROOT, Settings
+from pipeline.core.config_reference import ENVIRONMENT, markdown, rows
 
 REFERENCE = PROJECT_ROOT / "docs" / "configuration.md"
 

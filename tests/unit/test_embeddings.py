@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import RetrievalConfig
-from pipeline.embeddings import Embeddings, fit_als, interaction_matrix
+from pipeline.candidates.embeddings import Embeddings, fit_als, interaction_matrix
+from pipeline.core import schema as s
+from pipeline.core.config import RetrievalConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:OpenBLAS is configured:RuntimeWarning")
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import evaluation as ev
-from pipeline.config import PROJECT_ROOT
+from pipeline.core.config import PROJECT_ROOT
+from pipeline.evaluation import offline as ev
 
 REAL_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hetrec2011-lastfm-2k"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline import feature_store as fs
-from pipeline.config import FeatureStoreConfig, Settings, load_settings, save_settings
+from pipeline.core.config import FeatureStoreConfig, Settings, load_settings, save_settings
+from pipeline.features import store as fs
 
 
 def test_default_is_sqlite_under_the_data_root(tmp_path, monkeypatch) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.features import (
+from pipeline.core import schema as s
+from pipeline.features.definitions import (
     FEATURE_COLUMNS,
     SKIP_PRIOR_STRENGTH,
     TRACK_ROW,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.freshness import BenchConfig, plan_events, planned_send_times, summarise
+from pipeline.bench.freshness import BenchConfig, plan_events, planned_send_times, summarise
 
 
 def test_schedule_sends_each_batch_at_its_slot() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema
-from pipeline.config import PROJECT_ROOT
-from pipeline.hetrec import load_hetrec
+from pipeline.core import schema
+from pipeline.core.config import PROJECT_ROOT
+from pipeline.evaluation.hetrec import load_hetrec
 
 REAL_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hetrec2011-lastfm-2k"
 

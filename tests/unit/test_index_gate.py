@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import RetrievalConfig, Settings
-from pipeline.embeddings import Embeddings
-from pipeline.indexing import (
+from pipeline.candidates.embeddings import Embeddings
+from pipeline.candidates.index import (
     RecallGateError,
     build_index,
     by_model_path,
@@ -18,6 +17,7 @@ from pipeline.indexing import (
     index_for_model,
     publish_index,
 )
+from pipeline.core.config import RetrievalConfig, Settings
 
 MODEL_VERSION = "3"
 WEAK = {"n_trees": 1, "max_trees": 1, "search_k": 10}  # one tree, 10 nodes searched for 1,000 neighbours

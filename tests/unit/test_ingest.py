@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.ingest import (
+from pipeline.core import schema as s
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import (
     IngestError,
     IngestReport,
     ingest_file,
@@ -21,7 +22,6 @@ from pipeline.ingest import (
     read_exploration_events,
     read_raw_events,
 )
-from pipeline.paths import Layout
 from validation.events import RULE_NAMES, RULES, validate_events
 
 DAY = "2026-11-01"

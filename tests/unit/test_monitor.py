@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import MonitorConfig, Settings
-from pipeline.monitor import (
+from pipeline.core import schema as s
+from pipeline.core.alerts import read_alerts
+from pipeline.core.config import MonitorConfig, Settings
+from pipeline.monitor.health import (
     baseline_days,
     check_drift,
     drift_alerts,
@@ -19,7 +20,6 @@ from pipeline.monitor import (
     entropy,
     gini,
     publication_metrics,
-    read_alerts,
     store_metrics,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.ranker import ndcg_at_k
+from pipeline.scoring.ranker import ndcg_at_k
 
 
 def test_perfect_and_reversed_order() -> None:

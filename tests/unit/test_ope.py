@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.ope import (
+from pipeline.train.ope import (
     BanditLog,
     doubly_robust,
     evaluate_policy,

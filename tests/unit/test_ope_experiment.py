@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import WorldConfig
-from pipeline.ope_experiment import ExperimentConfig, SyntheticWorld
-from pipeline.world import generate_world, true_affinity
+from pipeline.core.config import WorldConfig
+from pipeline.sim.ope_experiment import ExperimentConfig, SyntheticWorld
+from pipeline.sim.world import generate_world, true_affinity
 
 SMALL = ExperimentConfig(n_users=40, n_tracks=400, n_artists=60, candidates=5)
 

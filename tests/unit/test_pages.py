@@ -9,13 +9,13 @@ import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
-from pipeline import schema as s
-from pipeline.config import Settings
-from pipeline.io import atomic_write_json
-from pipeline.monitor import raise_alerts
-from pipeline.pages import Links, create_pages_app, health_view, line_chart, mixes_view, published_dates
-from pipeline.paths import Layout
-from pipeline.publish import publish, user_mixes
+from pipeline.core import schema as s
+from pipeline.core.alerts import raise_alerts
+from pipeline.core.config import Settings
+from pipeline.core.io import atomic_write_json
+from pipeline.core.paths import Layout
+from pipeline.publish.files import publish, user_mixes
+from pipeline.serve.pages import Links, create_pages_app, health_view, line_chart, mixes_view, published_dates
 from tests.unit.test_publish import DAY, night_slots, write_plan, write_shards
 
 DAYS = ["2026-10-30", "2026-10-31", DAY]

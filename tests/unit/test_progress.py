@@ -1,6 +1,6 @@
 import io
 
-from pipeline.progress import progress
+from pipeline.core.progress import progress
 
 
 def test_plain_lines_when_not_a_tty_count_every_item_and_end_at_total():
@@ -20,7 +20,7 @@ def test_unknown_length_reports_each_item_without_eta():
 
 
 def test_world_generation_reports_progress_per_day(tmp_path, capsys):
-    from pipeline.cli import main as cli
+    from pipeline.ops.cli import main as cli
 
     assert cli(["--home", str(tmp_path), "world", "--users", "5", "--tracks", "50", "--artists", "10",
                 "--days", "3"]) == 0

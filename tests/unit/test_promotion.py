@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import registry
-from pipeline import schema as s
-from pipeline.config import PromotionConfig, Settings, TrainingConfig
-from pipeline.embeddings import Embeddings
-from pipeline.features import FEATURE_COLUMNS, LABEL, als_scores
-from pipeline.ingest import write_exploration
-from pipeline.paths import Layout
-from pipeline.retrain import (
+from pipeline.candidates.embeddings import Embeddings
+from pipeline.core import registry
+from pipeline.core import schema as s
+from pipeline.core.config import PromotionConfig, Settings, TrainingConfig
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import write_exploration
+from pipeline.features.definitions import FEATURE_COLUMNS, LABEL, als_scores
+from pipeline.features.skew import SUITES_DIR
+from pipeline.train.retrain import (
     CALIBRATION_PLOT,
     CHAMPION_TAG,
     IMPORTANCE_PLOT,
@@ -30,7 +31,6 @@ from pipeline.retrain import (
     promote_if_better,
     train_and_register,
 )
-from pipeline.skew import SUITES_DIR
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 N_USERS, N_TRACKS, EXPLOIT, EXPLORE = 150, 400, 12, 4

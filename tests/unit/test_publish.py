@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import Settings
-from pipeline.io import atomic_write_json, read_json
-from pipeline.nightly import DTYPES, PUBLISHED_COLUMNS
-from pipeline.publish import (
+from pipeline.core import schema as s
+from pipeline.core.config import Settings
+from pipeline.core.io import atomic_write_json, read_json
+from pipeline.publish.files import (
     MANIFEST,
     PublicationError,
     date_dir,
@@ -51,7 +50,7 @@ def mix_slots(day: str, user: int, mix: int, first_track: int) -> pd.DataFrame:
         **{s.MODEL_VERSION: LINEAGE["model_version"], s.INDEX_VERSION: LINEAGE["index_version"],
            s.FEATURE_VERSION: LINEAGE["feature_version"]},
     })
-    return frame[PUBLISHED_COLUMNS].astype(DTYPES)
+    return frame[list(s.PUBLISHED_COLUMNS)].astype(s.PUBLISHED_DTYPES)
 
 
 def night_slots(day: str = DAY) -> pd.DataFrame:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.ingest import IngestError, ingest_file
-from pipeline.paths import Layout
+from pipeline.core import schema as s
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import IngestError, ingest_file
 from validation import raw_suites
 from validation.events import RULE_NAMES, validate_events
 from validation.raw_suites import SCHEMA_RULE, catalog_suite, check, contract_frame, events_suite, validate_contract

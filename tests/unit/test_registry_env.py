@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import registry
-from pipeline.config import Settings, load_settings
+from pipeline.core import registry
+from pipeline.core.config import Settings, load_settings
 
 
 def test_client_keeps_the_environment_so_another_data_root_gets_its_own_store(tmp_path: Path,

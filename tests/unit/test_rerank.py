@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import RerankConfig
-from pipeline.rerank import (
+from pipeline.core import schema as s
+from pipeline.core.config import RerankConfig
+from pipeline.reranking.rules import (
     EXPLORE_ARTISTS_PER_SLOT,
     SLOT_COLUMNS,
     MixPlan,

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import ListenerConfig, WorldConfig
-from pipeline.ingest import ingest_file
-from pipeline.paths import Layout
-from pipeline.simulator import Listeners, play_probability
-from pipeline.world import N_PLAYS_PER_DAY, World, generate_world, skip_probability, true_affinity, write_world
+from pipeline.core import schema as s
+from pipeline.core.config import ListenerConfig, WorldConfig
+from pipeline.core.paths import Layout
+from pipeline.data.ingest import ingest_file
+from pipeline.sim.listeners import Listeners, play_probability
+from pipeline.sim.world import N_PLAYS_PER_DAY, World, generate_world, skip_probability, true_affinity, write_world
 
 WORLD = WorldConfig(n_users=20, n_tracks=2000, n_artists=100, history_days=2)
 # Only ground truth and familiarity: no position or fatigue effect, every mix chosen equally often.

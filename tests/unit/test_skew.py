@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import WorldConfig
-from pipeline.features import track_stats, user_profile, vocabulary, window_days
-from pipeline.skew import CATEGORICAL, NUMERIC, TRACKS, USERS, freshness_problem, track_frame, user_frame
-from pipeline.world import generate_world, history_days
+from pipeline.core import schema as s
+from pipeline.core.config import WorldConfig
+from pipeline.features.definitions import track_stats, user_profile, vocabulary, window_days
+from pipeline.features.skew import CATEGORICAL, NUMERIC, TRACKS, USERS, freshness_problem, track_frame, user_frame
+from pipeline.sim.world import generate_world, history_days
 from validation.skew import build_suite, distribution, kl_divergence, validate
 
 Z = 4.0

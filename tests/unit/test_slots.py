@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.slots import attach_slots
+from pipeline.core import schema as s
+from pipeline.train.slots import attach_slots
 
 SLOTS = pd.DataFrame({
     s.MIX_ID: ["2026-11-01:7:0"] * 3,

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema as s
-from pipeline.config import RerankConfig
-from pipeline.taste import TasteCluster, number_of_clusters, taste_clusters
+from pipeline.candidates.taste import TasteCluster, number_of_clusters, taste_clusters
+from pipeline.core import schema as s
+from pipeline.core.config import RerankConfig
 
 
 def _genres(counts: dict[str, int]) -> pd.Series:

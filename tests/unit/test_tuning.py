@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.simulate import REPORT_METRICS, format_table, write_plots
-from pipeline.tuning import format_tuning, recommend, summarise, write_curve
+from pipeline.sim.loop import REPORT_METRICS, format_table, write_plots
+from pipeline.sim.tuning import format_tuning, recommend, summarise, write_curve
 
 
 def _row(epsilon: float, discovery: float, skip: float) -> dict:

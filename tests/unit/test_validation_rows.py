@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import schema as s
+from pipeline.core import schema as s
 from validation.events import RULE_NAMES, CatalogLookup, validate_events, validate_rows
 
 DAY = "2026-11-01"

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema
-from pipeline.config import WorldConfig
-from pipeline.paths import Layout
-from pipeline.world import (
+from pipeline.core import schema
+from pipeline.core.config import WorldConfig
+from pipeline.core.paths import Layout
+from pipeline.sim.world import (
     GENRES,
     MOODS,
     N_PLAYS_PER_DAY,

@@ -1,0 +1,1 @@
+"""Benchmarks: nightly cost per user and online freshness."""

@@ -1,0 +1,514 @@
+"""`dailymix bench`: what one nightly user costs per core, measured on the real shard code.
+
+A seeded synthetic world is built directly at the requested size (catalog, clustered track
+embeddings, per-user histories; user and track feature rows computed by the production
+feature functions from those histories) — ALS and Feast are not run at 1M tracks, and the
+JSON's `conditions` say so. A ranker of the production shape (`ranker.fit_ranker`, the
+training settings' trees and leaves) is trained on synthetic rows built by
+`features.pair_features`. Then the measured users go through `nightly.shard_slots` and
+`nightly.write_shard` (the functions `score_shard` calls) and `publish.publish`, with a
+`StageClock` timing each stage. Everything is single-threaded (threadpoolctl) so runs compare.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.candidates.ann import AnnIndex, AnnoyIndex, VoyagerIndex, exact_top_k, normalise
+from pipeline.candidates.embeddings import Embeddings
+from pipeline.core import schema as s
+from pipeline.core.config import BenchConfig, Settings
+from pipeline.core.io import atomic_write_json
+from pipeline.core.progress import progress
+from pipeline.features.definitions import FEATURE_COLUMNS, TRACK_ROW, USER_ROW, pair_features, track_stats, user_profile
+from pipeline.scoring.compiled import scorer
+from pipeline.sim.world import GENRES, MOODS
+
+DAY = "2026-11-20"
+N_GENRES, N_MOODS = 16, 6
+TRACKS_PER_ARTIST = 20
+NIGHT_USERS, NIGHT_MIXES, NIGHT_HOURS = 50_000_000, 6, 4.0
+TARGET_TRACKS = 60_000_000
+
+
+@dataclass(frozen=True)
+class SyntheticWorld:
+    catalog: pd.DataFrame  # schema.CATALOG_COLUMNS the shard reads
+    events: pd.DataFrame  # user_id, track_id, ts, ms_played, skipped: the shard users' history
+    embeddings: Embeddings
+    user_features: pd.DataFrame  # features.user_profile rows (what the online store serves)
+    track_features: pd.DataFrame  # features.track_stats rows
+
+
+def synthetic_world(n_tracks: int, n_users: int, dim: int, plays_per_user: float, seed: int) -> SyntheticWorld:
+    """Clustered embeddings: a track is its genre's centre + its mood's + its artist's offset + noise, so a
+    user's plays form taste clusters the way ALS vectors of real listening do. Users listen to 2-6 genres."""
+    rng = np.random.default_rng(seed)
+    catalog, cell = _catalog(rng, n_tracks)
+    genre_centre = rng.normal(size=(N_GENRES, dim))
+    mood_centre = rng.normal(size=(N_MOODS, dim)) * 0.6
+    artist_offset = rng.normal(size=(catalog[s.ARTIST_ID].max() + 1, dim)) * 0.5
+    genre, mood = cell // N_MOODS, cell % N_MOODS
+    items = (genre_centre[genre] + mood_centre[mood] + artist_offset[catalog[s.ARTIST_ID].to_numpy()]
+             + rng.normal(size=(n_tracks, dim)) * 0.5).astype(np.float32)
+    events = _history(rng, catalog, cell, n_users, plays_per_user)
+    user_ids = np.arange(n_users, dtype=np.int64)
+    sums = np.zeros((n_users, dim))
+    np.add.at(sums, events[s.USER_ID].to_numpy(), items[events[s.TRACK_ID].to_numpy()])
+    counts = np.bincount(events[s.USER_ID].to_numpy(), minlength=n_users)[:, None]
+    embeddings = Embeddings(user_ids, catalog[s.TRACK_ID].to_numpy(), (sums / np.maximum(counts, 1)).astype(
+        np.float32), items)
+    return SyntheticWorld(catalog, events, embeddings, user_profile(events, catalog, DAY),
+                          track_stats(events, catalog, DAY))
+
+
+def _catalog(rng: np.random.Generator, n_tracks: int) -> tuple[pd.DataFrame, np.ndarray]:
+    n_artists = max(1, n_tracks // TRACKS_PER_ARTIST)
+    genre_share = 1.0 / np.arange(1, N_GENRES + 1) ** 0.8
+    artist_genre = rng.choice(N_GENRES, size=n_artists, p=genre_share / genre_share.sum())
+    artist = rng.integers(0, n_artists, n_tracks)
+    genre = artist_genre[artist]
+    mood = rng.integers(0, N_MOODS, n_tracks)
+    release = (pd.Timestamp(DAY) - pd.to_timedelta(rng.integers(1, 15 * 365, n_tracks), unit="D")).normalize()
+    catalog = pd.DataFrame({
+        s.TRACK_ID: np.arange(n_tracks, dtype=np.int64),
+        s.ARTIST_ID: artist.astype(np.int64),
+        s.GENRE: pd.array(np.asarray(GENRES)[genre], dtype="string"),
+        s.MOOD: pd.array(np.asarray(MOODS)[mood], dtype="string"),
+        s.RELEASE_DATE: release.astype("datetime64[ns]"),
+        s.DURATION_MS: np.clip(rng.lognormal(np.log(210_000), 0.35, n_tracks), 60_000, 900_000).astype(np.int64),
+        s.POPULARITY: rng.permutation(n_tracks) + 1.0,  # rank: 1 is the biggest hit
+    })
+    return catalog, genre * N_MOODS + mood
+
+
+def _history(rng: np.random.Generator, catalog: pd.DataFrame, cell: np.ndarray, n_users: int,
+             plays_per_user: float) -> pd.DataFrame:
+    """Each user: 2-6 genres with Dirichlet weights, plays skewed to each (genre, mood) cell's hits."""
+    order = np.lexsort((catalog[s.POPULARITY].to_numpy(), cell))  # by cell, then most popular first
+    sizes = np.bincount(cell, minlength=N_GENRES * N_MOODS)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    plays = np.maximum(5, rng.gamma(2.0, plays_per_user / 2.0, n_users).astype(int))
+    user = np.repeat(np.arange(n_users), plays)
+    n_tastes = rng.integers(2, 7, n_users)
+    tastes = np.argsort(rng.random((n_users, N_GENRES)), axis=1)[:, :6]
+    weights = rng.dirichlet(np.ones(6) * 2.0, n_users) * (np.arange(6) < n_tastes[:, None])
+    weights /= weights.sum(axis=1, keepdims=True)
+    pick = (rng.random(len(user))[:, None] > np.cumsum(weights, axis=1)[user]).sum(axis=1).clip(0, 5)
+    genre = tastes[user, pick]
+    mood = (user * 7 + genre + rng.integers(0, 2, len(user))) % N_MOODS  # each user prefers ~2 moods per genre
+    chosen = genre * N_MOODS + mood
+    chosen = np.where(sizes[chosen] > 0, chosen, np.argmax(sizes))
+    offset = np.floor(sizes[chosen] * rng.random(len(user)) ** 4).astype(np.int64)
+    track = order[starts[chosen] + offset]
+    skipped = rng.random(len(user)) < 0.2
+    duration = catalog[s.DURATION_MS].to_numpy()[track]
+    ts = pd.Timestamp(DAY, tz="UTC") + pd.Timedelta(days=1) - pd.to_timedelta(
+        rng.integers(1, 28 * 86_400, len(user)), unit="s")
+    return pd.DataFrame({s.USER_ID: user.astype(np.int64), s.TRACK_ID: track.astype(np.int64), s.TS: ts,
+                         s.MS_PLAYED: np.where(skipped, duration // 10, duration).astype(np.int64),
+                         s.SKIPPED: skipped})
+
+
+def train_ranker(world: SyntheticWorld, settings: Settings, n_rows: int, seed: int):
+    """A ranker of the production shape (ranker.fit_ranker, settings.training) on synthetic rows: half played
+    tracks, half random catalog tracks; P(played through) rises with the user's affinity for the genre."""
+    from pipeline.scoring.ranker import TrainingSet, fit_ranker
+
+    rng = np.random.default_rng(seed + 1)
+    played = world.events.iloc[rng.integers(0, len(world.events), n_rows // 2)]
+    random_users = rng.choice(world.user_features[s.USER_ID].to_numpy(), n_rows - len(played))
+    pairs = pd.DataFrame({
+        s.USER_ID: np.concatenate([played[s.USER_ID].to_numpy(), random_users]),
+        s.TRACK_ID: np.concatenate([played[s.TRACK_ID].to_numpy(), rng.integers(0, len(world.catalog),
+                                                                                   len(random_users))]),
+    })
+    pairs["known"] = np.arange(len(pairs)) < len(played)
+    pairs[USER_ROW] = pd.Index(world.user_features[s.USER_ID]).get_indexer(pairs[s.USER_ID])
+    pairs[TRACK_ROW] = pd.Index(world.track_features[s.TRACK_ID]).get_indexer(pairs[s.TRACK_ID])
+    features = pair_features(pairs, world.user_features, world.track_features, world.catalog,
+                             world.embeddings.lookup(), DAY)
+    affinity = np.nan_to_num(features["genre_affinity"].to_numpy(), nan=0.0)
+    label = (rng.random(len(pairs)) < 0.15 + 0.7 * np.minimum(1.0, 3.0 * affinity)).astype(np.int64)
+    return fit_ranker(TrainingSet(features, label, np.ones(len(label)), np.full(len(label), DAY)), settings)
+
+
+def build_index(world: SyntheticWorld, backend: str, config: BenchConfig, directory: Path, seed: int) -> AnnIndex:
+    """The backend's index of every track, reused from `directory` when the same world built it before."""
+    items, ids = world.embeddings.item_factors, world.embeddings.track_ids
+    if backend == "annoy":
+        key = directory / f"annoy-{len(ids)}-{seed}-{config.annoy_trees}"
+        if (key / "index.json").exists():
+            return AnnoyIndex.load(key).with_search_k(config.annoy_search_k)
+        return AnnoyIndex.build(items, ids, key, config.annoy_trees, seed, config.annoy_search_k)
+    key = directory / f"voyager-{len(ids)}-{seed}-{config.voyager_m}-{config.voyager_ef_construction}"
+    if (key / "index.json").exists():
+        return VoyagerIndex.load(key).with_ef(config.voyager_ef)
+    return VoyagerIndex.build(items, ids, key, seed, config.voyager_m, config.voyager_ef_construction,
+                              config.voyager_ef)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Measurements
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB (Linux /proc; peak falls back to getrusage)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak-RSS mark at the current RSS (Linux ≥ 4.0), so each pass reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _night(config: BenchConfig) -> dict:
+    return {"date": DAY, "model_name": "bench-ranker", "model_version": "bench", "model_run_id": "bench",
+            "index_version": f"bench-{config.backend}", "feature_version": "bench"}
+
+
+def measure_shard(ctx, users: list[int], night: dict, out: Path, desc: str) -> dict[str, Any]:
+    """Run the shard code on `users` as score_shard does (blocks streamed to a Parquet file); stage times,
+    CPU and wall seconds and the pass's peak RSS."""
+    from pipeline.nightly.shard import StageClock, shard_blocks, write_shard
+
+    clock = StageClock()
+    peak_reset = reset_peak_rss()
+    before, _ = rss_mb()
+    cpu, wall = time.process_time(), time.perf_counter()
+    n_blocks = -(-len(users) // ctx.settings.shard.block_users)
+    blocks = progress(shard_blocks(ctx, users, night, clock), total=n_blocks, desc=desc, lines=5)
+    mixes, slots = write_shard(blocks, out, clock)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    _, peak = rss_mb()
+    return {"users": len(users), "cpu_s": cpu, "wall_s": wall, "clock": clock, "slots": slots, "mixes": mixes,
+            "rss_before_mb": round(before, 1), "peak_rss_mb": round(peak, 1), "peak_reset": peak_reset}
+
+
+def publish_shards(settings: Settings, shard_paths: list[Path], night: dict) -> dict[str, Any]:
+    """The real publish step (rule check, content hash, atomic swap) over the measured shards."""
+    from pipeline.core.paths import Layout
+    from pipeline.publish.files import publish
+
+    plan_path = Layout(settings.home).nightly(DAY) / "plan.json"
+    atomic_write_json({**night, "shards": []}, plan_path)
+    cpu, wall = time.process_time(), time.perf_counter()
+    manifest = publish(settings, str(plan_path), [str(p) for p in shard_paths], run_id="bench")
+    return {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, "manifest": manifest}
+
+
+def compare_retrieval(queries: np.ndarray, world: SyntheticWorld, indexes: dict[str, AnnIndex], k: int,
+                      block: int) -> dict[str, Any]:
+    """Annoy, Voyager, exact batched BLAS and implicit's batched top-N on the same queries: ms/query, recall@k."""
+    items = world.embeddings.item_factors
+    unit = normalise(items).astype(np.float32)
+    start = time.process_time()
+    truth = np.vstack([exact_top_k(queries[i:i + block], unit, k) for i in range(0, len(queries), block)])
+    results: dict[str, Any] = {"queries": len(queries), "k": k,
+                               "exact_blas": {"ms_per_query": 1000 * (time.process_time() - start) / len(queries),
+                                              "recall_at_1000": 1.0, "batch": block}}
+    for name, index in indexes.items():
+        start = time.process_time()
+        found, _ = index.query_batch(queries, k)
+        elapsed = time.process_time() - start
+        results[name] = {"ms_per_query": 1000 * elapsed / len(queries), "params": index.params,
+                         "recall_at_1000": _recall(found, world.embeddings.track_ids[truth])}
+    results["implicit_topk"] = _implicit_topk(queries, unit, truth, k, block, world.embeddings.track_ids)
+    return results
+
+
+def _recall(found_ids: np.ndarray, true_ids: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found_ids, true_ids, strict=True))
+    return hits / true_ids.size
+
+
+def _implicit_topk(queries: np.ndarray, unit_items: np.ndarray, truth: np.ndarray, k: int, block: int,
+                   track_ids: np.ndarray) -> dict[str, Any]:
+    """implicit's own batched top-N (the library peer): an ALS model holding the unit item vectors answers
+    `recommend` for the queries as users, no filtering, one thread."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy.sparse import csr_matrix
+
+    model = AlternatingLeastSquares(factors=unit_items.shape[1], num_threads=1)
+    model.item_factors = unit_items
+    model.user_factors = normalise(queries).astype(np.float32)
+    empty = csr_matrix((len(queries), len(unit_items)), dtype=np.float32)
+    start = time.process_time()
+    rows = np.vstack([model.recommend(np.arange(i, min(i + block, len(queries))), empty[i:i + block], N=k,
+                                      filter_already_liked_items=False)[0] for i in range(0, len(queries), block)])
+    elapsed = time.process_time() - start
+    return {"ms_per_query": 1000 * elapsed / len(queries), "recall_at_1000": _recall(track_ids[rows],
+                                                                                       track_ids[truth]),
+            "batch": block}
+
+
+def scoring_curve(model, features: pd.DataFrame, one_at_a_time: int, sizes: list[int]) -> dict[str, Any]:
+    """Latency of `one_at_a_time` candidates scored one per call vs one batched call, and a batch-size curve."""
+    rows = features.iloc[:one_at_a_time]
+    start = time.perf_counter()
+    for i in range(len(rows)):
+        model.predict_proba(rows.iloc[i:i + 1])
+    single = time.perf_counter() - start
+    start = time.perf_counter()
+    model.predict_proba(rows)
+    batched = time.perf_counter() - start
+    curve = []
+    for size in sizes:
+        batch = features.iloc[np.arange(size) % len(features)]
+        repeats = max(1, min(5, 6000 // size))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model.predict_proba(batch)
+        latency = (time.perf_counter() - start) / repeats
+        curve.append({"batch": size, "latency_ms": 1000 * latency, "candidates_per_s": size / latency})
+    return {"candidates": len(rows), "one_at_a_time_ms": 1000 * single, "batched_ms": 1000 * batched,
+            "speedup": single / batched, "batch_curve": curve}
+
+
+def compiled_comparison(model, compiled, features: pd.DataFrame, compile_s: float) -> dict[str, Any]:
+    """The same candidates scored by scikit-learn and by the compiled ranker: µs per candidate, largest difference."""
+    batch = features.iloc[np.arange(6000) % len(features)]
+    timings = {}
+    for name, scoring in (("sklearn", model), ("compiled", compiled)):
+        start = time.process_time()
+        scores = scoring.predict_proba(batch)[:, 1]
+        timings[name] = (1e6 * (time.process_time() - start) / len(batch), scores)
+    return {"compile_s": compile_s, "sklearn_us_per_candidate": timings["sklearn"][0],
+            "compiled_us_per_candidate": timings["compiled"][0],
+            "speedup": timings["sklearn"][0] / timings["compiled"][0],
+            "max_abs_difference": float(np.abs(timings["sklearn"][1] - timings["compiled"][1]).max())}
+
+
+def cache_root(config: BenchConfig, home: Path) -> Path:
+    return Path(config.cache) if config.cache else home / "bench-cache"
+
+
+def projection(ms_per_user: float, ms_per_user_small: float, tracks: int, small_tracks: int) -> dict[str, Any]:
+    """Cores for 50M users × 6 mixes in 4 h, here and at 60M tracks (power law through the two catalog sizes)."""
+    def cores(ms: float) -> float:
+        return NIGHT_USERS * ms / 1000 / (NIGHT_HOURS * 3600)
+
+    exponent = math.log(ms_per_user / ms_per_user_small) / math.log(tracks / small_tracks)
+    at_target = ms_per_user * (TARGET_TRACKS / tracks) ** exponent
+    return {"cores_50M_users_4h": math.ceil(cores(ms_per_user)),
+            "cores_50M_users_4h_at_60M_tracks": math.ceil(cores(at_target)),
+            "ms_per_user": ms_per_user, "ms_per_user_at_60M_tracks": at_target,
+            "growth_exponent": exponent, "measured_tracks": [small_tracks, tracks],
+            "measured_ms_per_user": [ms_per_user_small, ms_per_user],
+            "basis": f"{NIGHT_USERS:,} users x {NIGHT_MIXES} mixes in {NIGHT_HOURS:g} h; cost per user ~ "
+                     "tracks^exponent"}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _context(world: SyntheticWorld, settings: Settings, index: AnnIndex, model, users: np.ndarray):
+    from pipeline.nightly.shard import ShardContext
+
+    history = world.events.loc[world.events[s.USER_ID].isin(users)]
+    profiles = world.user_features.loc[world.user_features[s.USER_ID].isin(users)].reset_index(drop=True)
+    return ShardContext(settings, DAY, world.catalog, world.embeddings, index, model, history, profiles,
+                        world.track_features)
+
+
+def _stage_report(runs: list[dict]) -> dict[str, Any]:
+    users = sum(r["users"] for r in runs)
+    cpu = {k: sum(r["clock"].cpu[k] for r in runs) for k in runs[0]["clock"].cpu}
+    wall = {k: sum(r["clock"].wall[k] for r in runs) for k in runs[0]["clock"].wall}
+    total_cpu = sum(r["cpu_s"] for r in runs)
+    return {
+        "stage_ms_per_user": {k: 1000 * v / users for k, v in cpu.items()},
+        "stage_wall_ms_per_user": {k: 1000 * v / users for k, v in wall.items()},
+        "total_ms_per_user": 1000 * total_cpu / users,
+        "users_per_s_per_core": users / total_cpu,
+        "wall_users_per_s": users / sum(r["wall_s"] for r in runs),
+    }
+
+
+def run_bench(config: BenchConfig, home: Path, log=print) -> dict[str, Any]:
+    """Build the world, measure the shard path at two U values, compare retrieval and scoring, project."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run(config, home, log)
+
+
+def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = Settings(home=home, seed=config.seed)
+    small_u = max(1, config.users // 4)
+    log(f"bench: world of {config.tracks:,} tracks x {config.dim} dims, {config.users + small_u:,} users")
+    world = synthetic_world(config.tracks, config.users + small_u, config.dim, config.plays_per_user, config.seed)
+    log(f"bench: {len(world.events):,} history events; training the ranker on {config.train_rows:,} rows")
+    model = train_ranker(world, settings, config.train_rows, config.seed)
+    compile_started = time.perf_counter()
+    # A production shard (thousands of users) compiles; the measured U may be smaller than the threshold.
+    ranker = (scorer(model, users=config.users, min_users=0, cache=cache_root(config, home) / "rankers")
+              if config.compile_ranker else model)
+    compile_s = time.perf_counter() - compile_started
+    log(f"bench: scoring with {'the compiled ranker' if ranker is not model else 'scikit-learn'}")
+    cache = cache_root(config, home)
+    log(f"bench: {config.backend} index (cache {cache})")
+    build = time.perf_counter()
+    index = build_index(world, config.backend, config, cache, config.seed)
+    index_build_s = time.perf_counter() - build
+    night = _night(config)
+    users = world.user_features[s.USER_ID].to_numpy()
+    passes = {}
+    for name, chosen in (("small", users[:small_u]), ("full", users[small_u:small_u + config.users])):
+        ctx = _context(world, settings, index, ranker, chosen)
+        path = home / "nightly" / f"shard-{name}.parquet"
+        passes[name] = measure_shard(ctx, chosen.tolist(), night, path, f"shard ({name} U)")
+        passes[name]["path"] = path
+        del ctx
+    published = publish_shards(settings, [passes["full"]["path"]], night)
+    report = _stage_report([passes["full"]])
+    publish_ms = 1000 * published["cpu_s"] / passes["full"]["users"]
+    report["stage_ms_per_user"]["publishing"] += publish_ms
+    report["total_ms_per_user"] += publish_ms
+    report["users_per_s_per_core"] = 1000 / report["total_ms_per_user"]
+    report["stage_ms_sum"] = sum(report["stage_ms_per_user"].values())
+
+    log("bench: retrieval side by side")
+    queries = _cluster_queries(world, settings, index, model, users[small_u:small_u + config.compare_users])
+    indexes = {config.backend: index}
+    for other in ("annoy", "voyager"):
+        if other not in indexes and config.compare_backends:
+            build = time.perf_counter()
+            indexes[other] = build_index(world, other, config, cache, config.seed)
+            log(f"bench: {other} index ready in {time.perf_counter() - build:.0f} s")
+    retrieval = compare_retrieval(queries, world, indexes, config.candidates, block=64)
+
+    log("bench: scoring curve")
+    sample = _sample_features(world, index, model, settings, users[small_u:small_u + 5])
+    scoring = scoring_curve(model, sample, config.single_scores, [1, 10, 100, 500, 1000, 6000])
+    if ranker is not model:
+        scoring["compiled"] = compiled_comparison(model, ranker, sample, compile_s)
+
+    log(f"bench: catalog growth, {config.tracks // 10:,} tracks")
+    small = synthetic_world(config.tracks // 10, config.growth_users, config.dim, config.plays_per_user, config.seed)
+    small_index = build_index(small, config.backend, config, cache, config.seed)
+    growth_users = small.user_features[s.USER_ID].to_numpy()
+    growth = measure_shard(_context(small, settings, small_index, ranker, growth_users), growth_users.tolist(),
+                           night, home / "nightly" / "shard-growth.parquet", "shard (growth)")
+    growth_ms = 1000 * growth["cpu_s"] / growth["users"]
+    shard_ms = 1000 * passes["full"]["cpu_s"] / passes["full"]["users"]
+
+    return {
+        **report,
+        "recall_at_1000": retrieval[config.backend]["recall_at_1000"],
+        "backend": config.backend,
+        "index_params": index.params,
+        "index_build_s": index_build_s,
+        "scoring_backend": "tl2cgen (compiled)" if ranker is not model else "scikit-learn",
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in passes.values()),
+        "rss": {name: {k: p[k] for k in ("users", "rss_before_mb", "peak_rss_mb", "peak_reset")}
+                for name, p in passes.items()},
+        "rss_flat_in_users": passes["full"]["peak_rss_mb"] - passes["small"]["peak_rss_mb"]
+        <= 0.1 * passes["small"]["peak_rss_mb"],
+        "retrieval": retrieval,
+        "scoring": scoring,
+        "projection": projection(shard_ms, growth_ms, config.tracks, config.tracks // 10),
+        "publish": {"cpu_s": published["cpu_s"], "slots": published["manifest"]["slots"],
+                    "mixes": published["manifest"]["mixes"], "content_hash": published["manifest"]["content_hash"]},
+        "mixes_per_user": published["manifest"]["mixes"] / passes["full"]["users"],
+        "config": config.model_dump(),
+        "conditions": _conditions(config, time.perf_counter() - started),
+    }
+
+
+def _cluster_queries(world, settings, index, model, users: np.ndarray) -> np.ndarray:
+    """The taste-cluster query vectors of `users`, exactly as the shard builds them."""
+    from pipeline.nightly.shard import _clusters
+
+    ctx = _context(world, settings, index, model, users)
+    queries = [c.query for u in users.tolist()
+               for c in _clusters(ctx, ctx.user_history(u), u)]
+    return np.asarray(queries, dtype=np.float32)
+
+
+def _sample_features(world, index, model, settings, users: np.ndarray) -> pd.DataFrame:
+    """Ranker inputs of real shard candidates (the first users' ~6,000 each), for the scoring curve."""
+    from pipeline.nightly.shard import _candidates, _clusters, _features
+
+    ctx = _context(world, settings, index, model, users)
+    frames = []
+    for user in users.tolist():
+        history = ctx.user_history(user)
+        frames.append(_features(ctx, user, _candidates(ctx, _clusters(ctx, history, user), history)))
+    return pd.concat(frames, ignore_index=True)[list(FEATURE_COLUMNS)]
+
+
+def _conditions(config: BenchConfig, wall_s: float) -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "world": "synthetic, built directly at this size: clustered track embeddings (genre + mood + artist + noise), "
+                 "per-user histories, user/track feature rows from features.user_profile/track_stats; "
+                 "ALS, Feast and MLflow are not run (their outputs are synthesised)",
+        "ranker": "ranker.fit_ranker with the production training settings on synthetic pair_features rows",
+        "code_path": "nightly.shard_slots + nightly.write_shard (what score_shard runs) and publish.publish",
+        "threads": "threadpoolctl limits=1; ANN and implicit single-threaded",
+        "timing": "ms per user per core = process CPU time / users (robust to other jobs on the machine); "
+                  "wall times are reported alongside",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
+                   f"{sys.version.split()[0]}",
+        "bench_wall_s": wall_s,
+    }
+
+
+def write_report(result: dict[str, Any], path: Path) -> None:
+    atomic_write_json(result, path)
+
+
+def summary(result: dict[str, Any]) -> str:
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in result["stage_ms_per_user"].items())
+    r = result["retrieval"]
+    backends = ", ".join(f"{k} {v['ms_per_query']:.2f} ms/q recall {v['recall_at_1000']:.3f}"
+                         for k, v in r.items() if isinstance(v, dict))
+    p = result["projection"]
+    return (f"{result['users_per_s_per_core']:.1f} users/s/core ({result['total_ms_per_user']:.1f} ms/user; "
+            f"{stages})\nrecall@1000 ({result['backend']}) {result['recall_at_1000']:.3f}; retrieval: {backends}\n"
+            f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['rss']}); scoring 500 one at a time "
+            f"{result['scoring']['one_at_a_time_ms']:.0f} ms vs batched {result['scoring']['batched_ms']:.1f} ms; "
+            f"scoring backend {result['scoring_backend']}{_compiled_note(result['scoring'])}\n"
+            f"projection: {p['cores_50M_users_4h']} cores at {result['config']['tracks']:,} tracks, "
+            f"{p['cores_50M_users_4h_at_60M_tracks']} at 60M (exponent {p['growth_exponent']:.2f})")
+
+
+def _compiled_note(scoring: dict[str, Any]) -> str:
+    c = scoring.get("compiled")
+    return (f" ({c['compiled_us_per_candidate']:.2f} vs {c['sklearn_us_per_candidate']:.2f} µs/candidate, "
+            f"{c['speedup']:.1f}x, compiled in {c['compile_s']:.0f} s)") if c else ""
+
+
+def default_home() -> Path:
+    return Path(tempfile.mkdtemp(prefix="dailymix-bench-"))
+
+
+def to_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2, default=str)

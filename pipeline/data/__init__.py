@@ -1,0 +1,1 @@
+"""Data: the catalog reader, the raw event store (its one owner) and ingest."""

@@ -1,0 +1,367 @@
+"""Ingest a day's play events: validate every row, store the good ones, quarantine the rest.
+
+One source file becomes one raw part and at most one quarantine part, both named after the
+file's stem and written atomically, so re-ingesting a file replaces its previous result and a
+reader never sees half a file. A batch with too many bad rows is refused as a whole: a partial
+day would silently bias everything trained on it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.core import schema as s
+from pipeline.core.paths import Layout
+from validation.events import DUPLICATE_KEY, REQUIRED_COLUMNS, day_bounds, missing_columns, validate_events
+
+TEXT = pd.StringDtype("pyarrow")
+CSV_SUFFIXES = (".csv",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+PARQUET_SUFFIXES = (".parquet",)
+TOP_REASONS = 3
+
+
+class IngestError(Exception):
+    """A file was refused; `report` is set when rows were read and judged."""
+
+    def __init__(self, message: str, report: IngestReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    source: str  # the path as given
+    day: str
+    rows_read: int
+    accepted: int  # rows passing every rule (not written if the batch was refused: raw_path is None)
+    quarantined: int
+    reasons: dict[str, int]  # rule name -> rows failing it, most common first
+    raw_path: Path | None
+    quarantine_path: Path | None
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        line = (
+            f"{Path(self.source).name} {self.day}: {self.rows_read} read, {self.accepted} accepted, "
+            f"{self.quarantined} quarantined"
+        )
+        if self.reasons:
+            line += " (" + ", ".join(f"{name} {count}" for name, count in self.reasons.items()) + ")"
+        return line
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_events_file(path: Path) -> pd.DataFrame:
+    """Read an event file with every column as text (NA for empty), in file order.
+
+    The index is the 1-based source row (header excluded; for JSONL the line number), so
+    quarantined rows can be traced back to the file. Types are not trusted here: judging them
+    is validation's job, and the quarantine must show values exactly as the producer sent them.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        frame = _read_csv(path)
+    elif suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path)
+    elif suffix in PARQUET_SUFFIXES:
+        frame = _read_parquet(path)
+    else:
+        supported = ", ".join((*CSV_SUFFIXES, *JSONL_SUFFIXES, *PARQUET_SUFFIXES))
+        raise ValueError(f"{path}: unsupported event file type {path.suffix!r} (expected one of {supported})")
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name=s.SOURCE_ROW)
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=TEXT, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise IngestError(f"{path.name}: not a readable CSV file ({exc})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object per line; blank lines are skipped but still count for line numbers."""
+    lines = path.read_bytes().removeprefix(codecs.BOM_UTF8).splitlines()
+    numbers = [i for i, line in enumerate(lines, start=1) if line.strip()]
+    try:
+        records = json.loads(b"[" + b",".join(lines[i - 1] for i in numbers) + b"]")
+    except json.JSONDecodeError:
+        records = None  # locate the bad line for the message
+    if records is None or not all(isinstance(r, dict) for r in records):
+        raise IngestError(f"{path.name}: {_first_bad_json_line(lines, numbers)}")
+    frame = pd.DataFrame(records, dtype=object).astype(TEXT) if records else pd.DataFrame()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.index = pd.Index(numbers, dtype=np.int64, name=s.SOURCE_ROW)
+    return frame
+
+
+def _first_bad_json_line(lines: list[bytes], numbers: list[int]) -> str:
+    for number in numbers:
+        try:
+            record = json.loads(lines[number - 1])
+        except json.JSONDecodeError as exc:
+            return f"line {number} is not valid JSON ({exc.msg})"
+        if not isinstance(record, dict):
+            return f"line {number} is not a JSON object"
+    return "not a readable JSONL file"
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IngestError(f"{path.name}: not a readable Parquet file ({exc})") from exc
+    columns = {name.strip(): _arrow_text(table.column(name)) for name in table.column_names}
+    return pd.DataFrame({name: pd.Series(pd.arrays.ArrowStringArray(col)) for name, col in columns.items()})
+
+
+def _arrow_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A Parquet column as text; float NaN is a null (pandas writes missing floats as NaN)."""
+    if pa.types.is_floating(column.type):
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        values = [None if v is None else str(v) for v in column.to_pylist()]
+        return pa.chunked_array([pa.array(values, type=pa.string())])
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+def ingest_file(
+    path: str | Path,
+    day: str,
+    layout: Layout,
+    catalog: pd.DataFrame,
+    *,
+    max_bad_row_share: float = 0.01,
+    as_of: pd.Timestamp | None = None,
+    contract_root: Path | None = None,
+) -> IngestReport:
+    """Validate one event file for `day` and store it as raw part + quarantine part.
+
+    Raises IngestError when more than `max_bad_row_share` of the rows are bad (after writing the
+    quarantine part and removing this source's raw part), and for file-level problems (unreadable
+    file, missing required column; this source's previous raw and quarantine parts are removed as
+    stale). Raises ValueError for an unsupported file type or a malformed day. The source file is
+    never modified.
+
+    With `contract_root`, the catalog and the accepted rows are also checked against the Great
+    Expectations contracts (`validation.raw_suites`) in the GE project there, writing Data Docs; a
+    failure raises IngestError before anything reaches raw, as it means the pandas rules and the
+    declared contract disagree (or the catalog is broken). None skips it: GE costs seconds.
+    """
+    source = Path(path)
+    day_bounds(day)  # a malformed day must not become a directory name
+    raw_part = layout.raw_events(day) / f"{source.stem}.parquet"
+    quarantine_part = layout.quarantine(day) / f"{source.stem}.parquet"
+    exploration_part = layout.exploration(day) / f"{source.stem}.parquet"
+    if contract_root is not None:
+        _check_catalog_contract(catalog, source, day, contract_root)
+    try:
+        frame = read_events_file(source)
+        frame = _check_columns(frame, source)
+    except IngestError:
+        _remove(raw_part, quarantine_part, exploration_part)  # the previous result of this source is stale now
+        raise
+    durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
+    accepted, reasons = validate_events(
+        frame,
+        day=day,
+        catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
+        track_durations_ms=durations,
+        as_of=as_of,
+        existing_keys=existing_keys_of(raw_part),
+    )
+    bad = (reasons != "").to_numpy()
+    stats = _reason_stats(reasons[bad])
+    quarantine_path = write_quarantine(frame[bad], reasons[bad], str(path), quarantine_part)
+    report = IngestReport(
+        source=str(path),
+        day=day,
+        rows_read=len(frame),
+        accepted=len(accepted),
+        quarantined=int(bad.sum()),
+        reasons={name: count for name, (count, _) in stats.items()},
+        raw_path=raw_part,
+        quarantine_path=quarantine_path,
+    )
+    share = report.quarantined / report.rows_read if report.rows_read else 0.0
+    if share > max_bad_row_share:
+        _remove(raw_part, exploration_part)
+        refused = replace(report, raw_path=None)
+        raise IngestError(_threshold_message(refused, share, max_bad_row_share, stats), refused)
+    if contract_root is not None and (broken := _events_contract_problem(accepted, report, durations, as_of,
+                                                                         contract_root)):
+        _remove(raw_part, exploration_part)
+        raise IngestError(broken, replace(report, raw_path=None))
+    _write_atomic(accepted.reset_index(drop=True), raw_part)
+    write_exploration(accepted, exploration_part)
+    return report
+
+
+def write_exploration(accepted: pd.DataFrame, target: Path) -> Path | None:
+    """The explore-policy rows of an accepted part, stored apart (same stem) for off-policy evaluation.
+
+    A part without exploration rows removes a stale one, so re-ingesting a file keeps the two partitions in step.
+    """
+    explore = accepted.loc[(accepted[s.POLICY] == s.POLICY_EXPLORE).fillna(False).to_numpy(dtype=bool)]
+    if explore.empty:
+        _remove(target)
+        return None
+    _write_atomic(explore.reset_index(drop=True), target)
+    return target
+
+
+def _check_columns(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Refuse a file lacking a required column; an empty file has nothing to lack."""
+    missing = missing_columns(frame)
+    if missing and len(frame):
+        raise IngestError(
+            f"{source.name}: missing required column(s) {', '.join(missing)} (required: {', '.join(REQUIRED_COLUMNS)})"
+        )
+    for column in missing:
+        frame[column] = pd.Series(dtype=TEXT, index=frame.index)
+    return frame
+
+
+def _check_catalog_contract(catalog: pd.DataFrame, source: Path, day: str, contract_root: Path) -> None:
+    """A broken catalog (duplicate ids, zero durations) would make unknown_track and absurd_duration lie."""
+    from validation.raw_suites import catalog_suite, validate_contract
+
+    result = validate_contract(catalog, catalog_suite(), contract_root, f"{day}-{source.stem}-catalog")
+    if not result.success:
+        raise IngestError(f"{source.name}: the catalog breaks its contract: {_listed(result)}")
+
+
+def _events_contract_problem(
+    accepted: pd.DataFrame, report: IngestReport, durations: pd.Series, as_of: pd.Timestamp | None, root: Path
+) -> str | None:
+    """Belt and braces: rows the pandas rules accepted must satisfy the declared GE contract too."""
+    from validation.raw_suites import contract_frame, events_suite, validate_contract
+
+    suite = events_suite(report.day, durations.index.to_numpy(), durations, as_of=as_of)
+    result = validate_contract(contract_frame(accepted, durations), suite, root,
+                               f"{report.day}-{Path(report.source).stem}")
+    if result.success:
+        return None
+    return (f"{Path(report.source).name}: accepted rows break the raw_events contract, so the ingest rules and "
+            f"the contract disagree: {_listed(result)}")
+
+
+def _listed(result) -> str:
+    return "; ".join(str(f) for f in result.failures) + f". Data Docs: {result.docs}"
+
+
+def existing_keys_of(raw_part: Path) -> pd.DataFrame | None:
+    """Keys of the day's other raw parts: an event already stored from another file is a duplicate."""
+    others = sorted(p for p in raw_part.parent.glob("*.parquet") if p.name != raw_part.name)
+    if not others:
+        return None
+    return pd.concat([pd.read_parquet(p, columns=list(DUPLICATE_KEY)) for p in others], ignore_index=True)
+
+
+def _reason_stats(reasons: pd.Series) -> dict[str, tuple[int, int]]:
+    """Rule name -> (rows failing it, first source row), most common first (ties: earliest first)."""
+    if reasons.empty:
+        return {}
+    names = reasons.str.split(";").explode()
+    rows = pd.Series(names.index, index=names.index)
+    table = rows.groupby(names.to_numpy()).agg(["size", "min"]).sort_values(["size", "min"], ascending=[False, True])
+    return {str(name): (int(count), int(first)) for name, count, first in table.itertuples()}
+
+
+def write_quarantine(rows: pd.DataFrame, reasons: pd.Series, source: str, target: Path) -> Path | None:
+    """Original values as read, plus why and where; no bad rows means no (stale) quarantine part."""
+    if rows.empty:
+        _remove(target)
+        return None
+    quarantine = rows.astype(TEXT)
+    quarantine[s.QUARANTINE_REASON] = reasons.astype(TEXT)
+    quarantine[s.SOURCE_FILE] = pd.Series(source, index=rows.index, dtype=TEXT)
+    quarantine[s.SOURCE_ROW] = rows.index.to_numpy(dtype=np.int64)
+    _write_atomic(quarantine.reset_index(drop=True), target)
+    return target
+
+
+def _threshold_message(report: IngestReport, share: float, limit: float, stats: dict[str, tuple[int, int]]) -> str:
+    top = "; ".join(
+        f"{name} ×{count} (first at row {first})" for name, (count, first) in list(stats.items())[:TOP_REASONS]
+    )
+    return (
+        f"{Path(report.source).name}: {report.quarantined} of {report.rows_read} rows ({_percent(share)}) "
+        f"quarantined, above the {_percent(limit)} threshold. Most common: {top}. "
+        f"Quarantine: {report.quarantine_path}"
+    )
+
+
+def _percent(share: float) -> str:
+    """One decimal, more only when one would round a non-zero share to 0.0%."""
+    decimals = 1
+    while decimals < 4 and share and round(share * 100, decimals) == 0:
+        decimals += 1
+    return f"{share:.{decimals}%}"
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def _write_atomic(frame: pd.DataFrame, target: Path) -> None:
+    """Write next to the target, then rename: readers see the old file or the new one, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _empty_events() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=s.EVENT_DTYPES[c]) for c in s.EVENT_COLUMNS})
+
+
+def read_raw_events(layout: Layout, days: list[str]) -> pd.DataFrame:
+    """All raw parts of `days` as one frame with EVENT_DTYPES, sorted by (ts, user_id, track_id)."""
+    return _read_parts([p for day in days for p in sorted(layout.raw_events(day).glob("*.parquet"))])
+
+
+def read_exploration_events(layout: Layout, days: list[str]) -> pd.DataFrame:
+    """The exploration partition of `days` (explore-policy events only), like read_raw_events."""
+    return _read_parts([p for day in days for p in sorted(layout.exploration(day).glob("*.parquet"))])
+
+
+def _read_parts(parts: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_parquet(p, columns=list(s.EVENT_COLUMNS)) for p in parts]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _empty_events()
+    events = pd.concat(frames, ignore_index=True).astype(s.EVENT_DTYPES)
+    return events.sort_values([s.TS, s.USER_ID, s.TRACK_ID], kind="mergesort", ignore_index=True)

@@ -1,0 +1,1 @@
+"""Loop health: diversity and engagement of what is published, drift alerts."""

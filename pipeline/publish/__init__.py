@@ -1,0 +1,1 @@
+"""Publication stores (files, Postgres): atomic, idempotent, latest never moves back."""

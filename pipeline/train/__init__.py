@@ -1,0 +1,1 @@
+"""Weekly retraining: point-in-time training data, slot join, off-policy evaluation, promotion."""
