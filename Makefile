@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DAILYMIX_HOME ?= $(CURDIR)/.dailymix
 
-.PHONY: install demo test lint up clean bench
+.PHONY: install demo test test-fast lint up clean bench
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,19 @@ install: $(STAMP)
 demo: $(STAMP)   ## fresh world → every DAG through Airflow → summary
 	$(BIN)/dailymix --home $(DAILYMIX_HOME) demo
 
-test: $(STAMP)   ## ruff + unit, DAG integrity and end-to-end tests
+test: $(STAMP)   ## everything: lint, import contracts, unit, DAG integrity, integration and end-to-end tests
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
-lint: $(STAMP)
+test-fast: $(STAMP)  ## the developer loop (under 2 minutes): lint, import contracts, unit tests not marked slow
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -n auto -m "not e2e and not integration and not dags and not slow"
+
+lint: $(STAMP)   ## ruff and the import-linter contracts (the layering of pipeline/)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 up: $(STAMP)     ## Airflow UI on :8080 and MLflow UI on :5000, over the demo's data root
 	$(BIN)/python -m pipeline.ops.ui $(DAILYMIX_HOME)

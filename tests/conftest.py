@@ -11,8 +11,20 @@ import pytest
 
 from pipeline.core import schema as s
 from pipeline.core.config import RerankConfig, Settings
+from tests.helpers import make_events
 
 SEED = 1234
+TIER_OF_FOLDER = {"e2e": "e2e", "integration": "integration", "dags": "dags"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the folder it lives in (tests/e2e → e2e, ...), so tiers are chosen with -m."""
+    root = Path(__file__).parent
+    for item in items:
+        folder = Path(item.path).relative_to(root).parts[0]
+        if folder in TIER_OF_FOLDER:
+            item.add_marker(TIER_OF_FOLDER[folder])
+
 DAY = "2026-11-01"
 
 
@@ -38,24 +50,6 @@ def settings(tmp_path: Path) -> Settings:
 
 
 # --- events -------------------------------------------------------------------------------------------------------
-
-
-def make_events(rows: Sequence[tuple[int, int, str, bool]]) -> pd.DataFrame:
-    """A validated, organic event frame (schema.EVENT_DTYPES) from (user_id, track_id, ISO UTC ts, skipped) rows."""
-    frame = pd.DataFrame(
-        {
-            s.USER_ID: [r[0] for r in rows],
-            s.TRACK_ID: [r[1] for r in rows],
-            s.TS: pd.to_datetime([r[2] for r in rows], utc=True),
-            s.MS_PLAYED: [5_000 if r[3] else 180_000 for r in rows],
-            s.SKIPPED: [r[3] for r in rows],
-            s.MIX_ID: pd.NA,
-            s.POSITION: pd.NA,
-            s.POLICY: s.POLICY_ORGANIC,
-            s.PROPENSITY: 1.0,
-        }
-    )
-    return frame.astype(s.EVENT_DTYPES)[list(s.EVENT_COLUMNS)]
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from services import (
+
+from pipeline.core.config import FeatureStoreConfig
+from tests.integration.services import (
     PG_HOST,
     PG_PORT,
     PG_USER,
@@ -22,8 +24,6 @@ from services import (
     database_url,
     drop_database,
 )
-
-from pipeline.core.config import FeatureStoreConfig
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from services import create_database, database_url, drop_database
 
 from pipeline.core.config import ScaleOutConfig, Settings, TrainingConfig, WorldConfig, save_settings
 from pipeline.ops.airflow_env import airflow_db_migrate, run_dag
@@ -32,6 +31,7 @@ from pipeline.ops.cluster import LocalCeleryCluster, celery_env, free_port
 from pipeline.publish.files import read_publication
 from pipeline.publish.postgres import engine as publish_engine
 from pipeline.sim.world import history_days
+from tests.integration.services import create_database, database_url, drop_database
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pipeline.features import store as fs
 from pipeline.features.daily import build_offline_features, ingest_day, materialize_online
 from pipeline.serve.api import create_app
 from pipeline.sim.world import generate_world, history_days, write_world
-from tests.unit.test_api import Clock
+from tests.helpers import Clock
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Layout
 from pipeline.publish.files import publish, user_mixes
 from pipeline.serve.pages import Links, create_pages_app, health_view, line_chart, mixes_view, published_dates
-from tests.unit.test_publish import DAY, night_slots, write_plan, write_shards
+from tests.helpers import DAY, night_slots, write_plan, write_shards
 
 DAYS = ["2026-10-30", "2026-10-31", DAY]
 LINKS = Links(airflow="http://airflow.test", mlflow="http://mlflow.test")

@@ -12,61 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.core import schema as s
-from pipeline.core.config import ApiConfig, Settings, WorldConfig
+from pipeline.core.config import Settings
 from pipeline.core.paths import Layout
 from pipeline.data.ingest import read_exploration_events, read_raw_events
 from pipeline.ops import cli
-from pipeline.publish.files import date_dir, publish, user_mixes
+from pipeline.publish.files import date_dir, user_mixes
 from pipeline.serve.api import create_app
-from pipeline.sim.world import generate_world, write_world
-from tests.unit.test_publish import mix_slots, write_plan
+from tests.helpers import AUTH, START, TOKEN, Clock
 
 DAY = "2026-11-01"
-TOKEN = "test-token-5f3a"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-START = pd.Timestamp(f"{DAY}T12:00:00Z")
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, at: pd.Timestamp) -> None:
-        self.at = at
-
-    def __call__(self) -> pd.Timestamp:
-        return self.at
-
-
-def catalog_mix(catalog: pd.DataFrame, user: int, mix: int, artists: list[int]) -> pd.DataFrame:
-    """A valid 30-slot mix of real catalog tracks: two by artists[0], one by each of the next 28."""
-    first = catalog.loc[catalog[s.ARTIST_ID] == artists[0]].head(2)
-    rest = catalog.loc[catalog[s.ARTIST_ID].isin(artists[1:29])].drop_duplicates(s.ARTIST_ID)
-    picked = pd.concat([first, rest]).head(30)
-    slots = mix_slots(DAY, user, mix, 0)
-    slots[s.TRACK_ID] = picked[s.TRACK_ID].to_numpy()
-    slots[s.ARTIST_ID] = picked[s.ARTIST_ID].to_numpy()
-    return slots
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """World (300 tracks, 80 artists) plus one publication: user 1 with two mixes."""
-    settings = Settings(home=tmp_path_factory.mktemp("api") / "home", api=ApiConfig(max_body_bytes=20_000,
-                                                                                     max_batch_rows=50))
-    world = generate_world(WorldConfig(n_users=5, n_tracks=300, n_artists=80, history_days=1))
-    write_world(world, Layout(settings.home))
-    catalog = world.catalog
-    counts = catalog[s.ARTIST_ID].value_counts()
-    artists = counts.index.tolist()  # most prolific first: artists[0] and artists[29] have two tracks
-    slots = pd.concat([catalog_mix(catalog, 1, 0, artists[:29]), catalog_mix(catalog, 1, 1, artists[29:58])],
-                      ignore_index=True)
-    shard = settings.home / "nightly" / "shards" / "shard-0000.parquet"
-    shard.parent.mkdir(parents=True)
-    slots.to_parquet(shard, index=False)
-    publish(settings, write_plan(settings), [str(shard)], run_id="run-1")
-    return settings
-
-
 @pytest.fixture(scope="module")
 def clock() -> Clock:
     return Clock(START)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
-from pipeline.core.io import atomic_write_json, read_json
+from pipeline.core.io import read_json
 from pipeline.publish.files import (
     MANIFEST,
     PublicationError,
@@ -21,66 +19,7 @@ from pipeline.publish.files import (
     read_publication,
     user_mixes,
 )
-
-DAY = "2026-11-01"
-EXPLORE_AT = (5, 15, 25)
-DISCOVERY_AT = (0, 1, 2, *EXPLORE_AT)  # 6 of 30 = the 20% minimum
-LINEAGE = {"model_version": "3", "index_version": "idx-0a1b2c", "feature_version": f"{DAY}.deadbeef"}
-
-
-def mix_slots(day: str, user: int, mix: int, first_track: int) -> pd.DataFrame:
-    """One valid 30-slot mix: distinct tracks and artists, explore at 5/15/25, 6 discoveries."""
-    position = np.arange(30)
-    explore = np.isin(position, EXPLORE_AT)
-    frame = pd.DataFrame({
-        s.DATE: day,
-        s.USER_ID: user,
-        s.MIX_ID: f"{day}:{user}:{mix}",
-        s.MIX_INDEX: mix,
-        s.MIX_TITLE: f"Rock · calm {mix}",
-        s.POSITION: position,
-        s.TRACK_ID: first_track + position,
-        s.ARTIST_ID: 10 * (first_track + position),
-        s.GENRE: np.where(explore, "jazz", "rock"),
-        s.MOOD: "calm",
-        s.DISCOVERY: np.isin(position, DISCOVERY_AT),
-        s.POLICY: np.where(explore, s.POLICY_EXPLORE, s.POLICY_EXPLOIT),
-        s.PROPENSITY: np.where(explore, 0.25, 1.0),
-        s.SCORE: np.where(explore, np.nan, 1.0 - position / 100),
-        **{s.MODEL_VERSION: LINEAGE["model_version"], s.INDEX_VERSION: LINEAGE["index_version"],
-           s.FEATURE_VERSION: LINEAGE["feature_version"]},
-    })
-    return frame[list(s.PUBLISHED_COLUMNS)].astype(s.PUBLISHED_DTYPES)
-
-
-def night_slots(day: str = DAY) -> pd.DataFrame:
-    """User 1 with two mixes, user 2 with one: 90 slots in publication order."""
-    return pd.concat(
-        [mix_slots(day, 1, 0, 100), mix_slots(day, 1, 1, 200), mix_slots(day, 2, 0, 100)], ignore_index=True
-    )
-
-
-def write_plan(settings: Settings, day: str = DAY) -> str:
-    plan = {"date": day, **LINEAGE, "model_name": "dailymix-ranker", "model_run_id": "mlflow-run-1",
-            "shards": [[2], [1]]}
-    return str(atomic_write_json(plan, settings.home / "nightly" / f"date={day}" / "plan.json"))
-
-
-def write_shards(settings: Settings, slots: pd.DataFrame, name: str = "a") -> list[str]:
-    """Shard 0 holds user 2, shard 1 user 1; rows shuffled so publication has to sort them."""
-    directory = settings.home / "nightly" / f"shards-{name}"
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for shard, user in enumerate((2, 1)):
-        part = slots.loc[slots[s.USER_ID] == user].sample(frac=1.0, random_state=shard)
-        path = directory / f"shard-{shard:04d}.parquet"
-        part.to_parquet(path, index=False)
-        paths.append(str(path))
-    return paths
-
-
-def mixes_files(settings: Settings, day: str = DAY) -> list[Path]:
-    return sorted(date_dir(settings, day).glob("mixes-*.parquet"))
+from tests.helpers import DAY, DISCOVERY_AT, EXPLORE_AT, LINEAGE, mixes_files, night_slots, write_plan, write_shards
 
 
 @pytest.fixture

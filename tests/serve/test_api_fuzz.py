@@ -16,13 +16,13 @@ from schemathesis.checks import not_a_server_error
 
 from pipeline.core.config import Settings
 from pipeline.serve.api import create_app
-from tests.unit.test_api import AUTH, START, TOKEN, Clock, root  # noqa: F401  (root: the published world fixture)
+from tests.helpers import AUTH, START, TOKEN, Clock
 
 EXAMPLES_PER_OPERATION = 30
 
 
 @pytest.fixture(scope="module")
-def api_schema(root: Settings):  # noqa: F811
+def api_schema(root: Settings):
     app = create_app(root, TOKEN, clock=Clock(START))
     TestClient(app).get("/v1/users/1/features", headers=AUTH)  # opens the Feast repo: slow once, not a fuzz finding
     return schemathesis.openapi.from_asgi("/openapi.json", app)
