@@ -25,14 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.candidates.ann import AnnIndex, AnnoyIndex, VoyagerIndex, exact_top_k, normalise
+from pipeline.candidates.ann import AnnIndex, exact_top_k, load_index, normalise
+from pipeline.candidates.ann import build_index as ann_build_index
 from pipeline.candidates.embeddings import Embeddings
 from pipeline.core import schema as s
 from pipeline.core.config import BenchConfig, Settings
 from pipeline.core.io import atomic_write_json
 from pipeline.core.progress import progress
 from pipeline.features.definitions import FEATURE_COLUMNS, TRACK_ROW, USER_ROW, pair_features, track_stats, user_profile
-from pipeline.scoring.compiled import scorer
+from pipeline.scoring.compiled import CompiledRanker
+from pipeline.scoring.scorer import Scorer, SklearnScorer, scorer
 from pipeline.sim.world import GENRES, MOODS
 
 DAY = "2026-11-20"
@@ -147,16 +149,20 @@ def train_ranker(world: SyntheticWorld, settings: Settings, n_rows: int, seed: i
 def build_index(world: SyntheticWorld, backend: str, config: BenchConfig, directory: Path, seed: int) -> AnnIndex:
     """The backend's index of every track, reused from `directory` when the same world built it before."""
     items, ids = world.embeddings.item_factors, world.embeddings.track_ids
-    if backend == "annoy":
-        key = directory / f"annoy-{len(ids)}-{seed}-{config.annoy_trees}"
-        if (key / "index.json").exists():
-            return AnnoyIndex.load(key).with_search_k(config.annoy_search_k)
-        return AnnoyIndex.build(items, ids, key, config.annoy_trees, seed, config.annoy_search_k)
-    key = directory / f"voyager-{len(ids)}-{seed}-{config.voyager_m}-{config.voyager_ef_construction}"
+    build_params, query_effort = bench_knobs(config, backend)
+    key = directory / "-".join([backend, str(len(ids)), str(seed),
+                                *(str(v) for k, v in build_params.items() if k not in ("search_k", "ef"))])
     if (key / "index.json").exists():
-        return VoyagerIndex.load(key).with_ef(config.voyager_ef)
-    return VoyagerIndex.build(items, ids, key, seed, config.voyager_m, config.voyager_ef_construction,
-                              config.voyager_ef)
+        return load_index(key).with_query_effort(query_effort)
+    return ann_build_index(backend, items, ids, key, seed, **build_params)
+
+
+def bench_knobs(config: BenchConfig, backend: str) -> tuple[dict[str, int], int]:
+    """The backend's build parameters and query-time effort from the bench config."""
+    knobs = {"annoy": ({"n_trees": config.annoy_trees, "search_k": config.annoy_search_k}, config.annoy_search_k),
+             "voyager": ({"m": config.voyager_m, "ef_construction": config.voyager_ef_construction,
+                          "ef": config.voyager_ef}, config.voyager_ef)}
+    return knobs[backend]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -330,8 +336,13 @@ def _context(world: SyntheticWorld, settings: Settings, index: AnnIndex, model, 
 
     history = world.events.loc[world.events[s.USER_ID].isin(users)]
     profiles = world.user_features.loc[world.user_features[s.USER_ID].isin(users)].reset_index(drop=True)
-    return ShardContext(settings, DAY, world.catalog, world.embeddings, index, model, history, profiles,
+    return ShardContext(settings, DAY, world.catalog, world.embeddings, index, as_scorer(model), history, profiles,
                         world.track_features)
+
+
+def as_scorer(model: Any) -> Scorer:
+    """The ranker as a `Scorer`: compiled rankers already are one, a scikit-learn model is wrapped."""
+    return model if isinstance(model, Scorer) else SklearnScorer(model)
 
 
 def _stage_report(runs: list[dict]) -> dict[str, Any]:
@@ -368,8 +379,9 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     # A production shard (thousands of users) compiles; the measured U may be smaller than the threshold.
     ranker = (scorer(model, users=config.users, min_users=0, cache=cache_root(config, home) / "rankers")
               if config.compile_ranker else model)
+    compiled = isinstance(ranker, CompiledRanker)
     compile_s = time.perf_counter() - compile_started
-    log(f"bench: scoring with {'the compiled ranker' if ranker is not model else 'scikit-learn'}")
+    log(f"bench: scoring with {'the compiled ranker' if compiled else 'scikit-learn'}")
     cache = cache_root(config, home)
     log(f"bench: {config.backend} index (cache {cache})")
     build = time.perf_counter()
@@ -405,7 +417,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     log("bench: scoring curve")
     sample = _sample_features(world, index, model, settings, users[small_u:small_u + 5])
     scoring = scoring_curve(model, sample, config.single_scores, [1, 10, 100, 500, 1000, 6000])
-    if ranker is not model:
+    if compiled:
         scoring["compiled"] = compiled_comparison(model, ranker, sample, compile_s)
 
     log(f"bench: catalog growth, {config.tracks // 10:,} tracks")
@@ -423,7 +435,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
         "backend": config.backend,
         "index_params": index.params,
         "index_build_s": index_build_s,
-        "scoring_backend": "tl2cgen (compiled)" if ranker is not model else "scikit-learn",
+        "scoring_backend": "tl2cgen (compiled)" if compiled else "scikit-learn",
         "peak_rss_mb": max(p["peak_rss_mb"] for p in passes.values()),
         "rss": {name: {k: p[k] for k in ("users", "rss_before_mb", "peak_rss_mb", "peak_reset")}
                 for name, p in passes.items()},
@@ -442,23 +454,18 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
 
 def _cluster_queries(world, settings, index, model, users: np.ndarray) -> np.ndarray:
     """The taste-cluster query vectors of `users`, exactly as the shard builds them."""
-    from pipeline.nightly.shard import _clusters
-
     ctx = _context(world, settings, index, model, users)
-    queries = [c.query for u in users.tolist()
-               for c in _clusters(ctx, ctx.user_history(u), u)]
+    queries = [c.query for u in users.tolist() for c in ctx.source.clusters(ctx.user_history(u))]
     return np.asarray(queries, dtype=np.float32)
 
 
 def _sample_features(world, index, model, settings, users: np.ndarray) -> pd.DataFrame:
     """Ranker inputs of real shard candidates (the first users' ~6,000 each), for the scoring curve."""
-    from pipeline.nightly.shard import _candidates, _clusters, _features
-
     ctx = _context(world, settings, index, model, users)
     frames = []
     for user in users.tolist():
         history = ctx.user_history(user)
-        frames.append(_features(ctx, user, _candidates(ctx, _clusters(ctx, history, user), history)))
+        frames.append(ctx.inputs.for_user(user, ctx.source.candidates(ctx.source.clusters(history), history)))
     return pd.concat(frames, ignore_index=True)[list(FEATURE_COLUMNS)]
 
 

@@ -34,15 +34,34 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 class AnnIndex(Protocol):
-    """What retrieval needs from an index, whatever the backend."""
+    """An ANN backend: how it is built, tuned to a recall and loaded, and what retrieval asks of it."""
 
     backend: ClassVar[str]
+    effort_keys: ClassVar[tuple[str, ...]]  # the params that say how hard it searches (for messages)
     path: Path
     track_ids: np.ndarray
     dim: int
 
+    @classmethod
+    def build(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int,
+              **params: Any) -> AnnIndex: ...
+
+    @classmethod
+    def load(cls, directory: Path) -> AnnIndex: ...
+
+    @classmethod
+    def tuned(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
+              tuning: Tuning, k: int) -> TunedIndex:
+        """The cheapest index of this backend whose recall@k on `queries` meets `tuning.target_recall`, trying
+        more effort step by step up to the tuning's cap."""
+        ...
+
     @property
     def params(self) -> dict[str, Any]: ...
+
+    def with_query_effort(self, effort: int) -> AnnIndex:
+        """The same index searched with another query-time depth (annoy: search_k; voyager: ef)."""
+        ...
 
     def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -71,6 +90,7 @@ class AnnoyIndex:
     """Annoy angular index, memory-mapped on load. search_k = -1 means Annoy's default n_trees * k."""
 
     backend: ClassVar[str] = "annoy"
+    effort_keys: ClassVar[tuple[str, ...]] = ("n_trees", "search_k")
     path: Path
     track_ids: np.ndarray
     dim: int
@@ -105,9 +125,23 @@ class AnnoyIndex:
     def params(self) -> dict[str, Any]:
         return {"n_trees": self.n_trees, "search_k": self.search_k}
 
-    def with_search_k(self, search_k: int) -> AnnoyIndex:
+    def with_query_effort(self, effort: int) -> AnnoyIndex:
         """The same file searched deeper or shallower (search_k is a query-time knob)."""
-        return AnnoyIndex(self.path, self.track_ids, self.dim, self.n_trees, search_k)
+        return AnnoyIndex(self.path, self.track_ids, self.dim, self.n_trees, effort)
+
+    @classmethod
+    def tuned(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
+              tuning: Tuning, k: int) -> TunedIndex:
+        """Trees double from `tuning.n_trees` until the target recall or `tuning.max_trees`."""
+        attempts: list[dict[str, Any]] = []
+        n_trees = min(tuning.n_trees, tuning.max_trees)
+        while True:
+            index = cls.build(vectors, track_ids, directory, n_trees=n_trees, seed=seed, search_k=tuning.search_k)
+            recall = recall_at_k(index, queries, vectors, k)
+            attempts.append({"n_trees": n_trees, "search_k": tuning.search_k, "recall": recall})
+            if recall >= tuning.target_recall or n_trees >= tuning.max_trees:
+                return TunedIndex(index, recall, attempts)
+            n_trees = min(2 * n_trees, tuning.max_trees)
 
     def _annoy(self) -> Any:
         if self._index is None:
@@ -136,6 +170,7 @@ class VoyagerIndex:
     """Voyager HNSW index in cosine space. `ef` is the query-time search depth (at least k is used)."""
 
     backend: ClassVar[str] = "voyager"
+    effort_keys: ClassVar[tuple[str, ...]] = ("m", "ef")
     path: Path
     track_ids: np.ndarray
     dim: int
@@ -169,9 +204,26 @@ class VoyagerIndex:
     def params(self) -> dict[str, Any]:
         return {"m": self.m, "ef_construction": self.ef_construction, "ef": self.ef}
 
-    def with_ef(self, ef: int) -> VoyagerIndex:
+    def with_query_effort(self, effort: int) -> VoyagerIndex:
         """The same graph searched with another depth (ef is a query-time knob)."""
-        return VoyagerIndex(self.path, self.track_ids, self.dim, self.m, self.ef_construction, ef)
+        return VoyagerIndex(self.path, self.track_ids, self.dim, self.m, self.ef_construction, effort)
+
+    @classmethod
+    def tuned(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
+              tuning: Tuning, k: int) -> TunedIndex:
+        """One graph; only the query depth ef grows, from k, doubling (it is recorded in index.json, not in the
+        graph)."""
+        index = cls.build(vectors, track_ids, directory, seed, tuning.m, tuning.ef_construction, k)
+        attempts: list[dict[str, Any]] = []
+        ef = k
+        while True:
+            index = index.with_query_effort(ef)
+            recall = recall_at_k(index, queries, vectors, k)
+            attempts.append({"ef": ef, "recall": recall})
+            if recall >= tuning.target_recall or ef >= tuning.max_ef:
+                _write_meta(directory, index.backend, index.dim, index.params, track_ids)
+                return TunedIndex(index, recall, attempts)
+            ef = min(2 * ef, tuning.max_ef)
 
     def _voyager(self) -> Any:
         if self._index is None:
@@ -195,21 +247,26 @@ class VoyagerIndex:
         return self.track_ids[np.asarray(rows, dtype=np.int64)], cosine
 
 
-INDEX_CLASSES: dict[str, type] = {"annoy": AnnoyIndex, "voyager": VoyagerIndex}
+INDEX_CLASSES: dict[str, type[AnnIndex]] = {"annoy": AnnoyIndex, "voyager": VoyagerIndex}
+
+
+def backend_class(backend: str) -> type[AnnIndex]:
+    """The one place a backend name becomes its implementation."""
+    if backend not in INDEX_CLASSES:
+        raise ValueError(f"unknown ANN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return INDEX_CLASSES[backend]
 
 
 def build_index(backend: str, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int,
                 **params: Any) -> AnnIndex:
     """Build the named backend's index of `vectors` (rows) under `directory`; params are the backend's knobs."""
-    if backend not in INDEX_CLASSES:
-        raise ValueError(f"unknown ANN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return INDEX_CLASSES[backend].build(vectors, track_ids, directory, seed=seed, **params)
+    return backend_class(backend).build(vectors, track_ids, directory, seed=seed, **params)
 
 
 def load_index(directory: Path) -> AnnIndex:
     """Whatever backend built `directory` (recorded in its index.json); indexes from before it are Annoy."""
     meta = json.loads((directory / META_FILE).read_text())
-    return INDEX_CLASSES[meta.get("backend", "annoy")].load(directory)
+    return backend_class(meta.get("backend", "annoy")).load(directory)
 
 
 def index_size_bytes(directory: Path) -> int:
@@ -268,41 +325,8 @@ def build_for_recall(backend: str, vectors: np.ndarray, track_ids: np.ndarray, d
     Stops at the cap and returns the best it got: whether that is good enough is the gate's call, not the
     builder's. Deterministic: the same vectors, queries, seed and tuning give the same index.
     """
-    k = min(tuning.k, len(vectors))
-    if backend == "annoy":
-        return _tune_annoy(vectors, track_ids, directory, seed, queries, tuning, k)
-    if backend == "voyager":
-        return _tune_voyager(vectors, track_ids, directory, seed, queries, tuning, k)
-    raise ValueError(f"unknown ANN backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-
-
-def _tune_annoy(vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
-                tuning: Tuning, k: int) -> TunedIndex:
-    attempts: list[dict[str, Any]] = []
-    n_trees = min(tuning.n_trees, tuning.max_trees)
-    while True:
-        index = AnnoyIndex.build(vectors, track_ids, directory, n_trees, seed, tuning.search_k)
-        recall = recall_at_k(index, queries, vectors, k)
-        attempts.append({"n_trees": n_trees, "search_k": tuning.search_k, "recall": recall})
-        if recall >= tuning.target_recall or n_trees >= tuning.max_trees:
-            return TunedIndex(index, recall, attempts)
-        n_trees = min(2 * n_trees, tuning.max_trees)
-
-
-def _tune_voyager(vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
-                  tuning: Tuning, k: int) -> TunedIndex:
-    """One graph; only the query depth ef grows (it is recorded in index.json, not in the graph)."""
-    index = VoyagerIndex.build(vectors, track_ids, directory, seed, tuning.m, tuning.ef_construction, k)
-    attempts: list[dict[str, Any]] = []
-    ef = k
-    while True:
-        index = index.with_ef(ef)
-        recall = recall_at_k(index, queries, vectors, k)
-        attempts.append({"ef": ef, "recall": recall})
-        if recall >= tuning.target_recall or ef >= tuning.max_ef:
-            _write_meta(directory, index.backend, index.dim, index.params, track_ids)
-            return TunedIndex(index, recall, attempts)
-        ef = min(2 * ef, tuning.max_ef)
+    return backend_class(backend).tuned(vectors, track_ids, directory, seed, queries, tuning,
+                                        min(tuning.k, len(vectors)))
 
 
 def mips_to_cosine(item_vectors: np.ndarray, user_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.candidates.ann import Tuning, build_for_recall, index_size_bytes, load_index, normalise, recall_at_k
+from pipeline.candidates.ann import (
+    Tuning,
+    backend_class,
+    build_for_recall,
+    index_size_bytes,
+    load_index,
+    normalise,
+    recall_at_k,
+)
 from pipeline.candidates.embeddings import EMBEDDINGS_FILE, Embeddings
 from pipeline.core import registry
 from pipeline.core import schema as s
@@ -167,8 +175,7 @@ def gate_recall(settings: Settings, version: str, log_to_mlflow: bool = True) ->
 
 
 def _effort(build: dict) -> str:
-    keys = ("n_trees", "search_k") if build["backend"] == "annoy" else ("m", "ef")
-    return ", ".join(f"{k}={build[k]}" for k in keys)
+    return ", ".join(f"{k}={build[k]}" for k in backend_class(build["backend"]).effort_keys)
 
 
 def publish_index(settings: Settings, version: str, model_version: str) -> dict:

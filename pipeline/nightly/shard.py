@@ -1,8 +1,9 @@
-"""Nightly generation: plan shards → score each shard → publish → metrics.
+"""The nightly shards: plan them, then per shard compose the three stages for every user.
 
-A shard, per user: taste clusters from recent completed plays → ANN top-k per cluster →
-one batched ranker call → re-ranking into mixes. Shards are independent and deterministic,
-so they can run anywhere and be rerun at will.
+Stage 1 (`pipeline.candidates.retrieval`): taste clusters and their candidates, per user. Stage 2
+(`pipeline.scoring`): one batched ranker call per block of users. Stage 3 (`pipeline.reranking`): each user's
+mixes with their exploration slots. Shards are independent and deterministic, so they can run anywhere and be
+rerun at will; the night's publication is `pipeline.publish`'s job.
 """
 
 from __future__ import annotations
@@ -20,31 +21,25 @@ import pandas as pd
 from pipeline.candidates.ann import AnnIndex, load_index
 from pipeline.candidates.embeddings import Embeddings
 from pipeline.candidates.index import index_dir, index_for_model
-from pipeline.candidates.taste import TasteCluster, taste_clusters
+from pipeline.candidates.retrieval import RECENT_PLAY, CandidateSource, CatalogView
+from pipeline.candidates.taste import TasteCluster
 from pipeline.core import registry
 from pipeline.core import schema as s
+from pipeline.core.columns import Columns
 from pipeline.core.config import Settings
 from pipeline.core.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.core.paths import Layout
 from pipeline.data.catalog import read_catalog
 from pipeline.data.ingest import read_raw_events
 from pipeline.features import store as fs
-from pipeline.features.definitions import TRACK_ROW, USER_ROW, pair_features, vocabulary, window_days
-from pipeline.reranking.rules import (
-    SLOT_COLUMNS,
-    TRACK_COLUMNS,
-    Columns,
-    columns,
-    explore_genres,
-    genre_similarity,
-    nearest_pool,
-    rerank_columns,
-    take,
-)
-from pipeline.scoring.compiled import scorer
+from pipeline.features.definitions import window_days
+from pipeline.reranking.explore import ExplorePool
+from pipeline.reranking.reranker import Reranker, RuleReranker
+from pipeline.reranking.rules import SLOT_COLUMNS
+from pipeline.scoring.inputs import RankerInputs
+from pipeline.scoring.scorer import Scorer, scorer
 
 log = logging.getLogger(__name__)
-EXPLORE_POOL_PER_GENRE = 50  # most-played never-heard tracks per under-explored genre
 STAGES = ("taste_clusters", "retrieval", "feature_gathering", "scoring", "reranking", "publishing")
 
 
@@ -95,51 +90,36 @@ def shard_count(plan_path: str) -> int:
 
 @dataclass
 class ShardContext:
-    """What every user of a shard needs, loaded once per shard."""
+    """What every user of a shard needs, loaded once per shard, and the three stages built on it."""
 
     settings: Settings
     day: str
     catalog: pd.DataFrame
     embeddings: Embeddings
     index: AnnIndex
-    model: object
+    scorer: Scorer
     history: pd.DataFrame
     users: pd.DataFrame  # online user_profile values, one row per shard user
     tracks: pd.DataFrame  # online track_stats values, one row per catalog track
 
     def __post_init__(self) -> None:
-        # Lookups the per-user loop needs, built once per shard rather than once per user.
-        self.track_row = pd.Series(np.arange(len(self.tracks)), index=self.tracks[s.TRACK_ID].to_numpy())
-        self.user_row = pd.Series(np.arange(len(self.users)), index=self.users[s.USER_ID].to_numpy())
-        self.factors = self.embeddings.lookup()
-        self.genres = vocabulary(self.catalog, s.GENRE)
+        settings = self.settings
+        view = CatalogView.build(self.catalog, self.embeddings, self.tracks.set_index(s.TRACK_ID)["plays"])
+        self.source = CandidateSource(view, self.index, settings.retrieval, settings.rerank,
+                                      settings.shard.rank_per_cluster, settings.seed)
+        self.inputs = RankerInputs(self.day, self.catalog, self.embeddings, self.users, self.tracks)
+        self.explore_pool = ExplorePool(view, settings.rerank)
+        self.reranker: Reranker = RuleReranker(settings.rerank)
         # History sorted by user (stable): a user's rows are one slice found by binary search, no per-user frames.
         order = np.argsort(self.history[s.USER_ID].to_numpy(), kind="stable")
         history = self.history.iloc[order]
         self.history_users = history[s.USER_ID].to_numpy()
-        recent = window_days(self.day, self.settings.retrieval.recent_days)
+        recent = window_days(self.day, settings.retrieval.recent_days)
         start, end = pd.Timestamp(recent[0], tz="UTC"), pd.Timestamp(recent[-1], tz="UTC") + pd.Timedelta(days=1)
         skipped = history[s.SKIPPED].to_numpy(dtype=bool)
+        in_window = ((history[s.TS] >= start) & (history[s.TS] < end)).to_numpy()
         self.history_columns = {s.TRACK_ID: history[s.TRACK_ID].to_numpy(dtype=np.int64), s.SKIPPED: skipped,
-                                # completed plays inside the taste window (what taste clusters are built from)
-                                "recent_play": ~skipped & ((history[s.TS] >= start) & (history[s.TS] < end)).to_numpy()}
-        # Catalog columns by position: a per-user join with the whole catalog cost more than everything else.
-        self.catalog_index = pd.Index(self.catalog[s.TRACK_ID].to_numpy())
-        self.meta = columns(self.catalog, [s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD])
-        plays = self.catalog[s.TRACK_ID].map(self.tracks.set_index(s.TRACK_ID)["plays"]).astype(float).fillna(0.0)
-        by_popularity = self.catalog.assign(_plays=plays.to_numpy(), _row=np.arange(len(self.catalog))).sort_values(
-            ["_plays", s.TRACK_ID], ascending=[False, True])
-        # Per genre, its tracks most played first, as columns and as catalog rows (the explore pool and the genre
-        # candidates are cut from their heads).
-        by_genre = by_popularity.groupby(s.GENRE, sort=False)
-        self.genre_tracks = {str(genre): columns(rows, TRACK_COLUMNS[:-1]) for genre, rows in by_genre}
-        self.genre_rows = {str(genre): rows["_row"].to_numpy() for genre, rows in by_genre}
-        # Item-embedding row of each catalog row (-1: not embedded, so not in the index either).
-        self.embedding_row = pd.Index(self.embeddings.track_ids).get_indexer(self.catalog[s.TRACK_ID].to_numpy())
-        # Which genres sit next to which in the item embedding: exploration draws from a user's neighbours.
-        embedded = self.embedding_row[self.embedding_row >= 0]
-        self.genre_neighbours = genre_similarity(self.embeddings.item_factors[embedded],
-                                                 self.catalog[s.GENRE].to_numpy()[self.embedding_row >= 0], self.genres)
+                                RECENT_PLAY: ~skipped & in_window}
 
     def user_history(self, user: int) -> Columns:
         """The user's events in the history window: track_id, skipped, recent_play."""
@@ -202,32 +182,33 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
     embeddings = Embeddings.load(directory / "embeddings.npz")
     model = registry.load_model(settings, registry.ModelRef(night["model_name"], night["model_version"],
                                                             night["model_run_id"]))
-    model = scorer(model, len(users), settings.shard.compile_ranker_min_users, layout.compiled_rankers)
+    ranker = scorer(model, len(users), settings.shard.compile_ranker_min_users, layout.compiled_rankers)
     history = read_raw_events(layout, window_days(day, settings.training.window_days * 2))
     history = history.loc[history[s.USER_ID].isin(users)]
     store = fs.feature_store(settings)
     user_features = fs.online(settings, fs.USER_PROFILE, s.USER_ID, users, fs.USER_FEATURES, store)
     track_features = fs.online(settings, fs.TRACK_STATS, s.TRACK_ID, catalog[s.TRACK_ID], fs.TRACK_FEATURES, store)
-    return ShardContext(settings, day, catalog, embeddings, load_index(directory), model, history,
+    return ShardContext(settings, day, catalog, embeddings, load_index(directory), ranker, history,
                         user_features, track_features)
 
 
 def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageClock) -> pd.DataFrame:
+    """Stage 1 per user, stage 2 once for the block, stage 3 per user."""
     work = []
     for user in users:
         with clock.stage("taste_clusters"):
             history = ctx.user_history(user)
-            clusters = _clusters(ctx, history, user)
+            clusters = ctx.source.clusters(history)
         if not clusters:
             continue
         with clock.stage("retrieval"):
-            work.append((user, history, clusters, _candidates(ctx, clusters, history)))
+            work.append((user, history, clusters, ctx.source.candidates(clusters, history)))
     if not work:
         return _empty_slots()
     with clock.stage("feature_gathering"):
-        features, scored_rows = _block_features(ctx, [(user, candidates) for user, _, _, candidates in work])
+        features, scored_rows = ctx.inputs.block([(user, candidates) for user, _, _, candidates in work])
     with clock.stage("scoring"):
-        scores = ctx.model.predict_proba(features)[:, 1]
+        scores = ctx.scorer.score(features)
     with clock.stage("reranking"):
         mixes = [_rerank(ctx, user, clusters, candidates, history, scores[rows])
                  for (user, history, clusters, candidates), rows in zip(work, scored_rows, strict=True)]
@@ -237,10 +218,9 @@ def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageC
 def _rerank(ctx: ShardContext, user: int, clusters: list[TasteCluster], candidates: Columns,
             history: Columns, scores: np.ndarray) -> tuple[int, Columns, list[str]]:
     """One user's mixes: (user, slot columns, title of each mix)."""
-    cols = {**candidates, s.SCORE: scores}
     rng = np.random.default_rng([ctx.settings.seed, int(ctx.day.replace("-", "")), user])
-    slots, of_cluster = rerank_columns(cols, len(clusters), _explore_pool(ctx, user, history), ctx.settings.rerank,
-                                       rng, [c.genre for c in clusters])
+    pool = ctx.explore_pool(ctx.inputs.genre_affinity(user), history[s.TRACK_ID])
+    slots, of_cluster = ctx.reranker({**candidates, s.SCORE: scores}, [c.genre for c in clusters], pool, rng)
     return user, slots, [clusters[c].title for c in of_cluster]
 
 
@@ -262,142 +242,6 @@ def _slots_frame(ctx: ShardContext, night: dict, mixes: list[tuple[int, Columns,
                                          s.INDEX_VERSION: night["index_version"],
                                          s.FEATURE_VERSION: night["feature_version"]})
     return frame[list(s.PUBLISHED_COLUMNS)].astype(s.PUBLISHED_DTYPES)
-
-
-def _clusters(ctx: ShardContext, history: Columns, user: int) -> list[TasteCluster]:
-    rows = ctx.catalog_index.get_indexer(history[s.TRACK_ID][history["recent_play"]])
-    _, item_factors, _, item_row = ctx.factors
-    return taste_clusters(take(ctx.meta, rows[rows >= 0]), item_factors, item_row, ctx.settings.rerank,
-                          ctx.settings.seed)
-
-
-def _candidates(ctx: ShardContext, clusters: list[TasteCluster], history: Columns) -> Columns:
-    """Each cluster's candidates — its ANN neighbours, then its genre's own tracks (`_genre_candidates`) — minus
-    tracks the user keeps skipping: TRACK_COLUMNS, cluster and retrieval_score (cosine to the cluster's query).
-
-    Cheap first pass: per cluster only the `shard.rank_per_cluster` never-played ANN neighbours with the best
-    retrieval score reach the ranker; tracks the user knows and the genre's own candidates always do.
-    """
-    heard = history[s.TRACK_ID]
-    played = _played_through(ctx, history)
-    ids, similarity, cluster, own_genre = [], [], [], []
-    for c, taste in enumerate(clusters):
-        neighbours, cosine = ctx.index.query(taste.query, ctx.settings.retrieval.candidates_per_cluster)
-        extra, extra_cosine = _genre_candidates(ctx, taste, played, heard, exclude=neighbours)
-        ids += [np.asarray(neighbours, dtype=np.int64), extra]
-        similarity += [np.asarray(cosine, dtype=float), extra_cosine]
-        cluster.append(np.full(len(neighbours) + len(extra), c))
-        own_genre += [np.zeros(len(neighbours), dtype=bool), np.ones(len(extra), dtype=bool)]
-    track_ids, similarity = np.concatenate(ids), np.concatenate(similarity)
-    cluster, own_genre = np.concatenate(cluster), np.concatenate(own_genre)
-    rows = ctx.catalog_index.get_indexer(track_ids)
-    keep = (rows >= 0) & ~np.isin(track_ids, _disliked(heard, history[s.SKIPPED]))
-    known = np.isin(track_ids, heard)
-    ranked = keep & ~known & ~own_genre
-    keep &= ~ranked | (_rank_within(cluster, ranked) < ctx.settings.shard.rank_per_cluster)
-    meta = take(ctx.meta, rows[keep])
-    return {s.TRACK_ID: track_ids[keep], "cluster": cluster[keep], "retrieval_score": similarity[keep],
-            s.ARTIST_ID: meta[s.ARTIST_ID], s.GENRE: meta[s.GENRE], s.MOOD: meta[s.MOOD], s.DISCOVERY: ~known[keep]}
-
-
-def _played_through(ctx: ShardContext, history: Columns) -> dict[str, np.ndarray]:
-    """The catalog rows of the distinct tracks the user played through in the taste window, and their genre."""
-    rows = ctx.catalog_index.get_indexer(np.unique(history[s.TRACK_ID][history["recent_play"]]))
-    rows = rows[rows >= 0]
-    return {"row": rows, s.GENRE: ctx.meta[s.GENRE][rows]}
-
-
-def _genre_candidates(ctx: ShardContext, taste: TasteCluster, played: dict[str, np.ndarray], heard: np.ndarray,
-                      exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A mix's candidates from its own genre, whatever the embedding says: the genre's tracks the user played
-    through, and its `retrieval.genre_candidates` most played tracks the user has never played. Only embedded
-    tracks (those the index holds), none of `exclude`. Returns (track ids, cosine to the cluster's query: the
-    retrieval score ANN would have given).
-
-    Needed because ANN neighbours of a small genre's centroid are mostly a bigger genre the same listeners play:
-    on the first night of the closed-loop simulation a small genre's mix held 27-60% of its genre, its plays fell
-    below `min_cluster_share` and the mix was gone for good (a taste genre lost, with or without exploration).
-    """
-    favourites = played["row"][played[s.GENRE] == taste.genre]
-    popular = ctx.genre_rows.get(taste.genre, np.zeros(0, dtype=np.int64))
-    head = _unheard_head(ctx.meta[s.TRACK_ID][popular], heard, ctx.settings.retrieval.genre_candidates)
-    rows = np.concatenate([favourites, popular[head]]).astype(np.int64)
-    vector_rows = ctx.embedding_row[rows]
-    track_ids = ctx.meta[s.TRACK_ID][rows].astype(np.int64)
-    keep = (vector_rows >= 0) & ~np.isin(track_ids, exclude)
-    vectors = ctx.embeddings.item_factors[vector_rows[keep]]
-    cosine = vectors @ taste.query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-    return track_ids[keep], cosine
-
-
-def _unheard_head(ranked_ids: np.ndarray, heard: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the first `n` of `ranked_ids` the user has not heard. At most len(heard) of them are heard,
-    so only the first n + len(heard) are looked at."""
-    head = ranked_ids[:n + len(heard)]
-    return np.flatnonzero(~np.isin(head, heard))[:n]
-
-
-def _rank_within(groups: np.ndarray, counted: np.ndarray) -> np.ndarray:
-    """0-based rank of each `counted` row among the counted rows of its (contiguous) group; others get 0."""
-    ranks = np.zeros(len(groups), dtype=np.int64)
-    for group in np.unique(groups):
-        members = groups == group
-        ranks[members] = np.cumsum(counted[members]) - 1
-    return np.where(counted, ranks, 0)
-
-
-def _disliked(tracks: np.ndarray, skipped: np.ndarray) -> np.ndarray:
-    """Tracks skipped at least twice and never played through: not eligible."""
-    ids, of_event = np.unique(tracks, return_inverse=True)
-    skips = np.bincount(of_event, weights=skipped, minlength=len(ids))
-    return ids[(skips >= 2) & (skips == np.bincount(of_event, minlength=len(ids)))]
-
-
-def _block_features(ctx: ShardContext, work: list[tuple[int, Columns]]) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """Ranker inputs for every (user, distinct candidate) of a block in one `pair_features` call, and per user
-    the feature row of each candidate (a track several clusters retrieved is scored once)."""
-    users, tracks, known, rows, offset = [], [], [], [], 0
-    for user, candidates in work:
-        distinct, first, codes = np.unique(candidates[s.TRACK_ID], return_index=True, return_inverse=True)
-        users.append(np.full(len(distinct), user, dtype=np.int64))
-        tracks.append(distinct)
-        known.append(~candidates[s.DISCOVERY][first])
-        rows.append(codes + offset)
-        offset += len(distinct)
-    block_users, block_tracks = np.concatenate(users), np.concatenate(tracks)
-    block = pd.DataFrame({
-        s.USER_ID: block_users, s.TRACK_ID: block_tracks, "known": np.concatenate(known),
-        USER_ROW: ctx.user_row.reindex(block_users).fillna(-1).to_numpy(dtype=np.int64),
-        TRACK_ROW: ctx.track_row.reindex(block_tracks).to_numpy(),
-    })
-    return pair_features(block, ctx.users, ctx.tracks, ctx.catalog, ctx.factors, ctx.day), rows
-
-
-def _features(ctx: ShardContext, user: int, candidates: Columns) -> pd.DataFrame:
-    """Ranker inputs of one user's candidates, a row per candidate (the benchmark's scoring curve uses it)."""
-    features, (rows,) = _block_features(ctx, [(user, candidates)])
-    return features.iloc[rows].reset_index(drop=True)
-
-
-def _explore_pool(ctx: ShardContext, user: int, history: Columns) -> Columns:
-    """Never-played, most-played tracks (EXPLORE_POOL_PER_GENRE per genre) of the genres holding less than
-    `rerank.explore_below_share` of the user's plays (`explore_genres`, narrowed by `nearest_pool`)."""
-    genres = ctx.genres
-    row = ctx.user_row.get(user)
-    vector = ctx.users["genre_affinity"].iloc[row] if row is not None else None
-    affinity = np.asarray(vector, dtype=float) if vector is not None else np.zeros(len(genres))
-    nearest = explore_genres(affinity, ctx.genre_neighbours, genres, ctx.settings.rerank)
-    heard = np.unique(history[s.TRACK_ID])
-    parts = []
-    for genre in genres:
-        tracks = ctx.genre_tracks.get(genre)
-        if genre not in nearest or tracks is None:
-            continue
-        parts.append(take(tracks, _unheard_head(tracks[s.TRACK_ID], heard, EXPLORE_POOL_PER_GENRE)))
-    pool = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=object)
-            for name in TRACK_COLUMNS[:-1]}
-    pool[s.DISCOVERY] = np.ones(len(pool[s.TRACK_ID]), dtype=bool)
-    return nearest_pool(pool, nearest, ctx.settings.rerank)
 
 
 def _empty_slots() -> pd.DataFrame:

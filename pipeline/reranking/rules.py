@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import schema as s
+from pipeline.core.columns import Columns, columns, take
 from pipeline.core.config import RerankConfig
 
-EXPLORE_ARTISTS_PER_SLOT = 4  # exploration pool breadth: artists per exploration slot, at least
 SLOT_COLUMNS = [s.MIX_INDEX, s.POSITION, s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD, s.DISCOVERY, s.POLICY,
                 s.PROPENSITY, s.SCORE]
 TRACK_COLUMNS = [s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD, s.DISCOVERY]
-Columns = dict[str, np.ndarray]  # equal-length column arrays: a frame without the per-operation cost
 
 
 @dataclass(frozen=True)
@@ -54,65 +53,9 @@ def required_discoveries(config: RerankConfig) -> int:
     return math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
 
 
-def genre_similarity(item_vectors: np.ndarray, item_genres: np.ndarray, genres: list[str]) -> np.ndarray:
-    """Genres × genres cosine similarity of the genres' centroids in the ranker's item embedding (negatives → 0).
-
-    The embedding is learnt from co-listening, so genres whose listeners overlap sit close; a genre without
-    embedded tracks has similarity 0 to every genre.
-    """
-    vectors = np.asarray(item_vectors, dtype=float)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    codes = pd.Categorical(np.asarray(item_genres).astype(str), categories=genres).codes
-    centroids = np.zeros((len(genres), unit.shape[1]))
-    np.add.at(centroids, codes[codes >= 0], unit[codes >= 0])
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    return np.clip(centroids @ centroids.T, 0.0, None)
-
-
-def explore_genres(own: np.ndarray, neighbours: np.ndarray, genres: list[str], config: RerankConfig) -> list[str]:
-    """The genres exploration may draw from, in order of preference: those holding less than `explore_below_share`
-    of the user's completed plays, the most played first, then (among genres the user has not played) the most
-    similar to what the user plays (own @ neighbours).
-
-    `own`: the user's (smoothed) share of completed plays per genre; `neighbours`: `genre_similarity`.
-    Exploring the least-liked genres (the first design) was skipped ~72% of the time. Exploring only genres
-    without a mix (the second) never brought a lost taste genre back: listeners play the mixes they like
-    most, so a smaller taste genre's share sinks under `min_cluster_share` and a slot or two of exploration
-    cannot lift it back. Served while it is still under `explore_below_share`, it keeps its mix more often
-    (8 simulated weeks, seeds 1-3: mixes per user 1.66/1.55/1.64 -> 1.70/1.59/1.71 at week 8).
-    """
-    own = np.nan_to_num(np.asarray(own, dtype=float))
-    nearness = own @ neighbours
-    explorable = np.flatnonzero(own < config.explore_below_share)
-    return [genres[g] for g in sorted(explorable.tolist(), key=lambda g: (-own[g], -nearness[g], g))]
-
-
-def nearest_pool(pool: Columns, ranked_genres: list[str], config: RerankConfig) -> Columns:
-    """The pool's tracks of the first `explore_genres` of `ranked_genres`, widened genre by genre while it holds
-    fewer than EXPLORE_ARTISTS_PER_SLOT artists per exploration slot (a mix draws distinct artists, minus its own)."""
-    n_explore, _, _ = slot_counts(config)
-    genre_of = pool[s.GENRE].astype(str)
-    chosen: list[str] = []
-    artists: set[int] = set()
-    for genre in ranked_genres:
-        if len(chosen) >= config.explore_genres and len(artists) >= EXPLORE_ARTISTS_PER_SLOT * n_explore:
-            break
-        chosen.append(genre)
-        artists |= set(pool[s.ARTIST_ID][genre_of == genre].tolist())
-    return take(pool, np.isin(genre_of, chosen))
-
-
 def explore_positions(n_explore: int, length: int) -> list[int]:
     """Evenly spread exploration slots (0-based), e.g. 3 of 30 → 5, 15, 25."""
     return [int((i + 0.5) * length / n_explore) for i in range(n_explore)]
-
-
-def columns(frame: pd.DataFrame, names: list[str]) -> Columns:
-    return {name: frame[name].to_numpy() for name in names}
-
-
-def take(cols: Columns, rows: np.ndarray) -> Columns:
-    return {name: values[rows] for name, values in cols.items()}
 
 
 def _greedy(positions: np.ndarray, artists: np.ndarray, counts: dict[int, int], cap: int, limit: int) -> list[int]:

@@ -43,6 +43,10 @@ class CompiledRanker:
         p = self._predictor.predict(tl2cgen.DMatrix(matrix)).reshape(len(matrix), -1)[:, -1]
         return np.column_stack([1.0 - p, p])
 
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        """P(played through) per row: the `Scorer` interface."""
+        return self.predict_proba(features)[:, 1]
+
 
 def cache_key(model: Any) -> str:
     """Content key of a compiled model: the pickled model, the compiler versions and the machine."""
@@ -70,15 +74,3 @@ def compile_ranker(model: Any, cache: Path) -> CompiledRanker:
             shutil.move(built, library)
         log.info("compiled the ranker to %s", library)
     return CompiledRanker(model, library)
-
-
-def scorer(model: Any, users: int, min_users: int, cache: Path) -> Any:
-    """What a shard scores with: the compiled ranker when the shard has at least `min_users` users and the
-    compiler works on this node; otherwise the model itself (same scores, slower)."""
-    if users < min_users:
-        return model
-    try:
-        return compile_ranker(model, cache)
-    except Exception as error:  # no C compiler on the node, an unsupported model: sklearn still scores correctly
-        log.warning("scoring with scikit-learn: compiling the ranker failed (%s)", error)
-        return model

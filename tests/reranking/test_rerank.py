@@ -9,16 +9,13 @@ import pandas as pd
 import pytest
 
 from pipeline.core import schema as s
+from pipeline.core.columns import columns
 from pipeline.core.config import RerankConfig
+from pipeline.reranking.explore import EXPLORE_ARTISTS_PER_SLOT, explore_genres, genre_similarity, nearest_pool
 from pipeline.reranking.rules import (
-    EXPLORE_ARTISTS_PER_SLOT,
     SLOT_COLUMNS,
     MixPlan,
-    columns,
-    explore_genres,
     explore_positions,
-    genre_similarity,
-    nearest_pool,
     pick_exploit,
     pick_explore,
     rerank_user,

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from pipeline.scoring.compiled import CompiledRanker, compile_ranker, scorer
+from pipeline.scoring.compiled import CompiledRanker, compile_ranker
+from pipeline.scoring.scorer import SklearnScorer, scorer
 
 pytest.importorskip("tl2cgen")
 
@@ -47,12 +48,12 @@ def test_library_is_cached_by_model_content(fitted, tmp_path) -> None:
 
 def test_scorer_compiles_only_big_shards(fitted, tmp_path) -> None:
     model, _ = fitted
-    assert scorer(model, users=99, min_users=100, cache=tmp_path) is model
+    assert scorer(model, users=99, min_users=100, cache=tmp_path) == SklearnScorer(model)
     assert isinstance(scorer(model, users=100, min_users=100, cache=tmp_path), CompiledRanker)
 
 
 def test_scorer_falls_back_to_sklearn_without_a_compiler(fitted, tmp_path, monkeypatch, caplog) -> None:
     model, _ = fitted
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no gcc on this "node"
-    assert scorer(model, users=10, min_users=0, cache=tmp_path / "cache") is model
+    assert scorer(model, users=10, min_users=0, cache=tmp_path / "cache") == SklearnScorer(model)
     assert "compiling the ranker failed" in caplog.text
