@@ -36,7 +36,7 @@ lint: $(STAMP)   ## ruff and the import-linter contracts (the layering of pipeli
 up: $(STAMP)     ## Airflow UI on :8080 and MLflow UI on :5000, over the demo's data root
 	$(BIN)/python -m pipeline.ops.ui $(DAILYMIX_HOME)
 
-bench: $(STAMP)  ## nightly throughput at 1M tracks, 20k users (the issue's sizes) → bench.json
+bench: $(STAMP)  ## nightly throughput at 1M tracks, 20k users (the sizing point of docs/benchmarks.md) → bench.json
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/dailymix bench --tracks 1000000 --users 20000 --json bench.json
 
 clean:

@@ -38,10 +38,7 @@ def genre_labels(genre_of: np.ndarray, weights: np.ndarray, vectors: np.ndarray,
     """Cluster of each track: its genre's index in `top`, else the `top` genre whose play-weighted centroid is
     nearest (cosine). `vectors` are unit rows; `genre_of`/`weights` per row.
 
-    number_of_clusters counts genres, so the clusters are those genres. k-means over the embedding (the first
-    design, from any start) split a big genre by mood and folded a smaller taste genre into it; without a mix of
-    its own that genre's plays faded below `min_cluster_share` and it never came back (measured: mixes per user
-    1.73 → 1.12 in 8 simulated weeks, though users have 1.9 taste genres each).
+    number_of_clusters counts genres, so the clusters are those genres (docs/decisions/taste-clusters-by-genre.md).
     """
     own = pd.Index(top).get_indexer(genre_of)
     centroids = normalise(np.vstack([np.average(vectors[own == i], axis=0, weights=weights[own == i])

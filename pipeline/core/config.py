@@ -233,7 +233,7 @@ class BenchConfig(_Config):
 
 
 class ShardConfig(_Config):
-    """How a nightly shard works through its users (throughput and memory, see README "Throughput")."""
+    """How a nightly shard works through its users (throughput and memory: docs/benchmarks.md)."""
 
     block_users: int = Field(
         256, ge=1, description="Users scored together: one feature build and one ranker call per block, and the "

@@ -41,11 +41,7 @@ def explore_genres(own: np.ndarray, neighbours: np.ndarray, genres: list[str], c
     similar to what the user plays (own @ neighbours).
 
     `own`: the user's (smoothed) share of completed plays per genre; `neighbours`: `genre_similarity`.
-    Exploring the least-liked genres (the first design) was skipped ~72% of the time. Exploring only genres
-    without a mix (the second) never brought a lost taste genre back: listeners play the mixes they like
-    most, so a smaller taste genre's share sinks under `min_cluster_share` and a slot or two of exploration
-    cannot lift it back. Served while it is still under `explore_below_share`, it keeps its mix more often
-    (8 simulated weeks, seeds 1-3: mixes per user 1.66/1.55/1.64 -> 1.70/1.59/1.71 at week 8).
+    Why weak taste genres come first: docs/decisions/exploration-serves-weak-tastes.md.
     """
     own = np.nan_to_num(np.asarray(own, dtype=float))
     nearness = own @ neighbours

@@ -40,8 +40,8 @@ class MixPlan:
 def slot_counts(config: RerankConfig) -> tuple[int, int, int]:
     """(exploration slots, exploitation slots, discoveries required among exploitation slots).
 
-    Exploration slots do not count towards the discovery quota: if they did, each one would replace an
-    exploitation discovery and ε would not change how much a mix discovers (measured: flat discovery share).
+    Exploration slots do not count towards the discovery quota, so more exploration means more discovery
+    (docs/decisions/exploration-on-top-of-discovery-quota.md).
     """
     n_explore = math.floor(config.exploration_rate * config.tracks_per_mix + 0.5)  # half up: 4.5 slots → 5
     n_exploit = config.tracks_per_mix - n_explore
@@ -158,8 +158,7 @@ def rerank_columns(candidates: Columns, n_clusters: int, pool: Columns, config: 
     `candidates`: TRACK_COLUMNS + score, cluster (0..n_clusters-1), already filtered for eligibility.
     `pool`: TRACK_COLUMNS of never-played tracks of genres the user under-explores. Clusters are filled in
     order, so the user's main taste gets first pick of contested tracks; mix_index counts published mixes.
-    `genres`: each cluster's genre; its candidates come first in its mix (measured: a second mix held 29-48% of its
-    own genre, retrieval around a small genre finds the big one, and the small genre faded).
+    `genres`: each cluster's genre; its candidates come first in its mix (docs/decisions/genre-candidates.md).
     """
     n_explore, _, _ = slot_counts(config)
     placed = np.zeros(0, dtype=np.int64)

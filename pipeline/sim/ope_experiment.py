@@ -54,7 +54,7 @@ class ExperimentConfig:
     genre_noise: float = 0.6  # std of the noise on the observed genre share (true share is in [0, 1])
     propensity_clip: float = 20.0
     max_iter: int = 50  # boosting iterations of both rankers
-    max_leaf_nodes: int = 2  # stumps: an additive ranker, which must choose where to be accurate (see README)
+    max_leaf_nodes: int = 2  # stumps: an additive ranker, which must choose where to be accurate (see docs/ope.md)
 
 
 @dataclass(frozen=True)

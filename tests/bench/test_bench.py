@@ -1,4 +1,4 @@
-"""The throughput benchmark at toy size: the report has every key the issue names and its numbers are sane.
+"""The throughput benchmark at toy size: the report has every documented key and its numbers are sane.
 
 Timings are not asserted (performance is measured by `make bench`, not by tests)."""
 

@@ -1,5 +1,5 @@
 """The closed-loop simulation (`dailymix simulate`) on a tiny world for one week: the real loop runs,
-report.json has the issue's shape, the plots are PNG files a user can open, and the simulated events went
+report.json has its documented shape, the plots are PNG files a user can open, and the simulated events went
 through the normal ingest."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from pipeline.core import schema as s
 from pipeline.core.config import WorldConfig, load_settings
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import read_raw_events
+from pipeline.data.events import read_raw_events
 from pipeline.sim.loop import run_simulation, simulation_settings
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_report_has_the_issue_shape(simulated: Path) -> None:
+def test_report_has_its_documented_shape(simulated: Path) -> None:
     report = json.loads((simulated / "report.json").read_text())
     assert report["config"]["epsilon"] == 0.1 and report["config"]["use_ips"] is True
     assert [w["week"] for w in report["weeks"]] == [1]

@@ -159,7 +159,7 @@ def test_collaborative_lists_stay_in_the_users_block(taste_groups: ev.Split) -> 
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_PATH.is_dir(), reason=f"HetRec data not at {REAL_PATH}")
 def test_real_data_protocol_and_baselines_match_the_reference() -> None:
-    """The split and two cheap baselines on HetRec, seed 0 (the full run belongs in the issue's note)."""
+    """The split and two cheap baselines on HetRec, seed 0 (the full run: docs/evaluation.md)."""
     split = ev.load_split(REAL_PATH, seed=0)
     assert split.shape == (1892, 17632)
     per_user = np.diff(split.test.indptr)
