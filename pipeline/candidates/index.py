@@ -88,7 +88,7 @@ def _taste_queries(settings: Settings, embeddings: Embeddings, day: str, rng: np
     """Cluster centroids exactly as the nightly computes them (completed plays, same KMeans seed)."""
     from pipeline.candidates.taste import taste_clusters
     from pipeline.data.catalog import read_catalog
-    from pipeline.data.ingest import read_raw_events
+    from pipeline.data.events import read_raw_events
     from pipeline.features.definitions import window_days
 
     layout = Layout(settings.home)

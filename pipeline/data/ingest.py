@@ -1,17 +1,15 @@
 """Ingest a day's play events: validate every row, store the good ones, quarantine the rest.
 
-One source file becomes one raw part and at most one quarantine part, both named after the
-file's stem and written atomically, so re-ingesting a file replaces its previous result and a
-reader never sees half a file. A batch with too many bad rows is refused as a whole: a partial
-day would silently bias everything trained on it.
+One source file becomes one raw part (`pipeline.data.events`, which stores it) and at most one
+quarantine part, both named after the file's stem and written atomically, so re-ingesting a file
+replaces its previous result and a reader never sees half a file. A batch with too many bad rows is
+refused as a whole: a partial day would silently bias everything trained on it.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,9 +21,17 @@ import pyarrow.parquet as pq
 
 from pipeline.core import schema as s
 from pipeline.core.paths import Layout
-from validation.events import DUPLICATE_KEY, REQUIRED_COLUMNS, day_bounds, missing_columns, validate_events
+from pipeline.data.events import (
+    TEXT,
+    file_part_name,
+    frame_table,
+    remove_part,
+    stored_keys,
+    write_part,
+    write_quarantine,
+)
+from validation.events import REQUIRED_COLUMNS, day_bounds, missing_columns, validate_events
 
-TEXT = pd.StringDtype("pyarrow")
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
@@ -173,16 +179,16 @@ def ingest_file(
     """
     source = Path(path)
     day_bounds(day)  # a malformed day must not become a directory name
-    raw_part = layout.raw_events(day) / f"{source.stem}.parquet"
+    part = file_part_name(source)
     quarantine_part = layout.quarantine(day) / f"{source.stem}.parquet"
-    exploration_part = layout.exploration(day) / f"{source.stem}.parquet"
     if contract_root is not None:
         _check_catalog_contract(catalog, source, day, contract_root)
     try:
         frame = read_events_file(source)
         frame = _check_columns(frame, source)
     except IngestError:
-        _remove(raw_part, quarantine_part, exploration_part)  # the previous result of this source is stale now
+        remove_part(layout, day, part)  # the previous result of this source is stale now
+        quarantine_part.unlink(missing_ok=True)
         raise
     durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
     accepted, reasons = validate_events(
@@ -191,7 +197,7 @@ def ingest_file(
         catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
         track_durations_ms=durations,
         as_of=as_of,
-        existing_keys=existing_keys_of(raw_part),
+        existing_keys=stored_keys(layout, day, excluding=lambda name: name == part),
     )
     bad = (reasons != "").to_numpy()
     stats = _reason_stats(reasons[bad])
@@ -203,34 +209,20 @@ def ingest_file(
         accepted=len(accepted),
         quarantined=int(bad.sum()),
         reasons={name: count for name, (count, _) in stats.items()},
-        raw_path=raw_part,
+        raw_path=layout.raw_events(day) / part,
         quarantine_path=quarantine_path,
     )
     share = report.quarantined / report.rows_read if report.rows_read else 0.0
     if share > max_bad_row_share:
-        _remove(raw_part, exploration_part)
+        remove_part(layout, day, part)
         refused = replace(report, raw_path=None)
         raise IngestError(_threshold_message(refused, share, max_bad_row_share, stats), refused)
     if contract_root is not None and (broken := _events_contract_problem(accepted, report, durations, as_of,
                                                                          contract_root)):
-        _remove(raw_part, exploration_part)
+        remove_part(layout, day, part)
         raise IngestError(broken, replace(report, raw_path=None))
-    _write_atomic(accepted.reset_index(drop=True), raw_part)
-    write_exploration(accepted, exploration_part)
+    write_part(layout, day, part, frame_table(accepted))
     return report
-
-
-def write_exploration(accepted: pd.DataFrame, target: Path) -> Path | None:
-    """The explore-policy rows of an accepted part, stored apart (same stem) for off-policy evaluation.
-
-    A part without exploration rows removes a stale one, so re-ingesting a file keeps the two partitions in step.
-    """
-    explore = accepted.loc[(accepted[s.POLICY] == s.POLICY_EXPLORE).fillna(False).to_numpy(dtype=bool)]
-    if explore.empty:
-        _remove(target)
-        return None
-    _write_atomic(explore.reset_index(drop=True), target)
-    return target
 
 
 def _check_columns(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
@@ -273,14 +265,6 @@ def _listed(result) -> str:
     return "; ".join(str(f) for f in result.failures) + f". Data Docs: {result.docs}"
 
 
-def existing_keys_of(raw_part: Path) -> pd.DataFrame | None:
-    """Keys of the day's other raw parts: an event already stored from another file is a duplicate."""
-    others = sorted(p for p in raw_part.parent.glob("*.parquet") if p.name != raw_part.name)
-    if not others:
-        return None
-    return pd.concat([pd.read_parquet(p, columns=list(DUPLICATE_KEY)) for p in others], ignore_index=True)
-
-
 def _reason_stats(reasons: pd.Series) -> dict[str, tuple[int, int]]:
     """Rule name -> (rows failing it, first source row), most common first (ties: earliest first)."""
     if reasons.empty:
@@ -289,19 +273,6 @@ def _reason_stats(reasons: pd.Series) -> dict[str, tuple[int, int]]:
     rows = pd.Series(names.index, index=names.index)
     table = rows.groupby(names.to_numpy()).agg(["size", "min"]).sort_values(["size", "min"], ascending=[False, True])
     return {str(name): (int(count), int(first)) for name, count, first in table.itertuples()}
-
-
-def write_quarantine(rows: pd.DataFrame, reasons: pd.Series, source: str, target: Path) -> Path | None:
-    """Original values as read, plus why and where; no bad rows means no (stale) quarantine part."""
-    if rows.empty:
-        _remove(target)
-        return None
-    quarantine = rows.astype(TEXT)
-    quarantine[s.QUARANTINE_REASON] = reasons.astype(TEXT)
-    quarantine[s.SOURCE_FILE] = pd.Series(source, index=rows.index, dtype=TEXT)
-    quarantine[s.SOURCE_ROW] = rows.index.to_numpy(dtype=np.int64)
-    _write_atomic(quarantine.reset_index(drop=True), target)
-    return target
 
 
 def _threshold_message(report: IngestReport, share: float, limit: float, stats: dict[str, tuple[int, int]]) -> str:
@@ -321,47 +292,3 @@ def _percent(share: float) -> str:
     while decimals < 4 and share and round(share * 100, decimals) == 0:
         decimals += 1
     return f"{share:.{decimals}%}"
-
-
-# --- storage ------------------------------------------------------------------------------------
-
-
-def _write_atomic(frame: pd.DataFrame, target: Path) -> None:
-    """Write next to the target, then rename: readers see the old file or the new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
-
-def _empty_events() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=s.EVENT_DTYPES[c]) for c in s.EVENT_COLUMNS})
-
-
-def read_raw_events(layout: Layout, days: list[str]) -> pd.DataFrame:
-    """All raw parts of `days` as one frame with EVENT_DTYPES, sorted by (ts, user_id, track_id)."""
-    return _read_parts([p for day in days for p in sorted(layout.raw_events(day).glob("*.parquet"))])
-
-
-def read_exploration_events(layout: Layout, days: list[str]) -> pd.DataFrame:
-    """The exploration partition of `days` (explore-policy events only), like read_raw_events."""
-    return _read_parts([p for day in days for p in sorted(layout.exploration(day).glob("*.parquet"))])
-
-
-def _read_parts(parts: list[Path]) -> pd.DataFrame:
-    frames = [pd.read_parquet(p, columns=list(s.EVENT_COLUMNS)) for p in parts]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return _empty_events()
-    events = pd.concat(frames, ignore_index=True).astype(s.EVENT_DTYPES)
-    return events.sort_values([s.TS, s.USER_ID, s.TRACK_ID], kind="mergesort", ignore_index=True)

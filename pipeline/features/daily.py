@@ -7,7 +7,8 @@ import logging
 from pipeline.core.config import Settings
 from pipeline.core.paths import Layout
 from pipeline.data.catalog import read_catalog
-from pipeline.data.ingest import ingest_file, read_raw_events
+from pipeline.data.events import read_raw_events
+from pipeline.data.ingest import ingest_file
 from pipeline.features import store as fs
 from pipeline.features.definitions import track_stats, user_profile, user_recent, window_days
 

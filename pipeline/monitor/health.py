@@ -19,7 +19,7 @@ from pipeline.core.alerts import raise_alerts
 from pipeline.core.config import MonitorConfig, Settings
 from pipeline.core.io import atomic_write_json, read_json
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import read_raw_events
+from pipeline.data.events import read_raw_events
 from pipeline.publish.files import read_publication
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from pipeline.core.config import Settings
 from pipeline.core.io import atomic_write_json, atomic_write_parquet_blocks, read_json
 from pipeline.core.paths import Layout
 from pipeline.data.catalog import read_catalog
-from pipeline.data.ingest import read_raw_events
+from pipeline.data.events import read_raw_events
 from pipeline.features import store as fs
 from pipeline.features.definitions import window_days
 from pipeline.reranking.explore import ExplorePool

@@ -17,7 +17,7 @@ from pipeline.candidates.embeddings import Embeddings
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import read_raw_events
+from pipeline.data.events import read_raw_events
 from pipeline.features import store as fs
 from pipeline.features.definitions import TRACK_ROW, USER_ROW, mark_known, pair_features, window_days
 

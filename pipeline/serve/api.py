@@ -42,14 +42,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
-from pipeline.core.io import atomic_write_table
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import TEXT, write_quarantine
+from pipeline.data.events import (
+    TEXT,
+    api_part_name,
+    batch_quarantine_name,
+    part_keys_by_batch,
+    part_names,
+    rows_table,
+    write_part,
+    write_quarantine,
+)
 from pipeline.features import store as fs
 from pipeline.features.definitions import vocabulary
 from pipeline.publish.files import latest_date, user_mixes
 from pipeline.serve.coalesce import Coalescer
-from validation.events import DUPLICATE_KEY, CatalogLookup, Key, ParsedRow, judge_rows, parse_rows
+from validation.events import CatalogLookup, Key, ParsedRow, judge_rows, parse_rows
 
 Clock = Callable[[], pd.Timestamp]
 RECENT_FEATURES = ("last_track_ids", "last_skipped", "last_ts")
@@ -269,7 +277,7 @@ class Service:
         Whether a raw part was written (it is then the intake's `generation`)."""
         for r in sorted({owner[i] for i in at}):
             mine = [i for i in at if owner[i] == r]
-            quarantine = self.layout.quarantine(day) / part_name(batches[r].digest)
+            quarantine = self.layout.quarantine(day) / batch_quarantine_name(batches[r].digest)
             bad = [i for i in mine if reasons[i]]
             if bad or quarantine.exists():  # rewritten or removed, as by ingest; else nothing to do
                 frame = text_frame([rows[i].text for i in bad], [i - start[r] + 1 for i in bad])
@@ -279,13 +287,8 @@ class Service:
             return False
         counts = Counter(batches[owner[i]].digest for i in fresh)
         values = [rows[i].values for i in fresh]
-        name = part_name(content_digest(day, values))
-        folder = self.layout.raw_events(day)
-        atomic_write_table(events_table(values, list(counts.items())), folder / name,
-                           durable=True)
-        explore = [v for v in values if v[s.POLICY] == s.POLICY_EXPLORE]
-        if explore:  # kept apart for off-policy evaluation
-            atomic_write_table(events_table(explore, []), self.layout.exploration(day) / name, durable=True)
+        name = api_part_name(day, values)
+        folder = write_part(self.layout, day, name, rows_table(values, list(counts.items()))).parent
         self.stored_keys.holding(folder, name, list(counts), generation)
         return True
 
@@ -392,9 +395,8 @@ class StoredKeys:
             return
         seen = self._parts.setdefault(folder, set())
         keys, batches = self._keys.setdefault(folder, set()), self._batches.setdefault(folder, {})
-        names = os.listdir(folder) if folder.is_dir() else []  # (a glob's per-name matching cost more, per part)
-        for name in sorted(n for n in names if n.endswith(".parquet") and n not in seen):
-            for digest, part_keys in part_batches(folder / name):
+        for name in [n for n in part_names(folder) if n not in seen]:
+            for digest, part_keys in part_keys_by_batch(folder / name):
                 keys.update(part_keys)
                 if digest is not None:
                     batches.setdefault(digest, []).append(name)
@@ -408,7 +410,7 @@ class StoredKeys:
     def own(self, folder: FilePath, digest: str) -> frozenset[Key]:
         """The keys the API batch `digest` stored in the folder (read back from its parts: retries are rare)."""
         return frozenset(key for name in self._batches.get(folder, {}).get(digest, [])
-                         for d, keys in part_batches(folder / name) if d == digest for key in keys)
+                         for d, keys in part_keys_by_batch(folder / name) if d == digest for key in keys)
 
     def existing(self, folder: FilePath, own: frozenset[Key], staged: set[Key]) -> Container[Key]:
         """The keys a batch's rows are duplicates of: stored ones except its own (a retry), and those staged by this
@@ -448,29 +450,6 @@ class _Existing:
 
     def __contains__(self, key: object) -> bool:
         return (key in self.stored and key not in self.own) or key in self.staged
-
-
-BATCHES = b"dailymix.batches"  # Parquet metadata of an API part: [[batch digest, rows], ...] in row order
-
-
-def part_batches(path: FilePath) -> list[tuple[str | None, list[Key]]]:
-    """A raw part's duplicate keys, split by the API batch they came from (None: not from the API). A part of the
-    earlier one-part-per-batch format is named after its batch."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=list(DUPLICATE_KEY))
-    stamps = pd.to_datetime(table.column(s.TS).to_pandas(), utc=True).astype("datetime64[ns, UTC]")
-    keys = list(zip(table.column(s.USER_ID).to_pylist(), table.column(s.TRACK_ID).to_pylist(),
-                    stamps.array.asi8.tolist(), strict=True))
-    listed = (table.schema.metadata or {}).get(BATCHES)
-    if listed is None:
-        legacy = path.stem.removeprefix("api-") if path.stem.startswith("api-") else None
-        return [(legacy, keys)]
-    out, at = [], 0
-    for digest, count in json.loads(listed):
-        out.append((digest, keys[at:at + count]))
-        at += count
-    return out
 
 
 def interactions(values: dict) -> list[tuple[int, int, bool]]:
@@ -538,16 +517,6 @@ def batch_digest(events: list[EventIn]) -> str:
     return hashlib.sha256(json.dumps([e.model_dump() for e in events], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def part_name(digest: str) -> str:
-    return f"api-{digest}.parquet"
-
-
-def content_digest(day: str, rows: list[dict]) -> str:
-    """Names a pass's part after its rows (each stored once, so no two parts share a name)."""
-    text = json.dumps([day, [[row[c] for c in s.EVENT_COLUMNS] for row in rows]])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def text_frame(rows: list[dict[str, str | None]], source_rows: list[int]) -> pd.DataFrame:
     """Rows as sent (text), indexed by their 1-based row in the batch: the quarantine's form."""
     frame = pd.DataFrame(rows, columns=list(s.EVENT_COLUMNS)).astype(TEXT)
@@ -572,22 +541,6 @@ def row_day(row: ParsedRow, oldest_ns: int, fallback: str) -> str:
     if ns is None or ns < oldest_ns:
         return fallback
     return time.strftime("%Y-%m-%d", time.gmtime(ns // 1_000_000_000))
-
-
-_RAW_SCHEMA = None
-
-
-def events_table(rows: list[dict], batches: list[tuple[str, int]]):
-    """Accepted rows (values as `validate_rows` gives them) as an Arrow table of the raw events schema, pandas
-    metadata included (read back exactly like a part ingest wrote); `batches` names the API batches of its rows."""
-    import pyarrow as pa
-
-    global _RAW_SCHEMA
-    if _RAW_SCHEMA is None:
-        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in s.EVENT_DTYPES.items()})
-        _RAW_SCHEMA = pa.Schema.from_pandas(empty, preserve_index=False)
-    schema = _RAW_SCHEMA.with_metadata({**_RAW_SCHEMA.metadata, BATCHES: json.dumps(batches).encode()})
-    return pa.Table.from_pydict({c: [row[c] for row in rows] for c in s.EVENT_COLUMNS}, schema=schema)
 
 
 def _as_text(value: Scalar) -> str | None:

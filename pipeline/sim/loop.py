@@ -167,7 +167,7 @@ def _following_days(day: str) -> list[str]:
 
 def _monitor_week(settings: Settings, week: int, day: str, slots: pd.DataFrame, days: list[str], world) -> dict:
     """The monitor's health row for the week (keyed by its publication day), its drift check, and ground truth."""
-    from pipeline.data.ingest import read_raw_events
+    from pipeline.data.events import read_raw_events
 
     events = read_raw_events(Layout(settings.home), days)
     row = monitor.health_row(day, slots, events, len(world.catalog))

@@ -15,7 +15,7 @@ from pipeline.core.config import Settings
 from pipeline.core.io import atomic_write_parquet
 from pipeline.core.paths import Layout
 from pipeline.data.catalog import read_catalog
-from pipeline.data.ingest import read_exploration_events, read_raw_events
+from pipeline.data.events import read_exploration_events, read_raw_events
 from pipeline.features.definitions import FEATURE_COLUMNS, LABEL, als_scores, window_days
 from pipeline.features.skew import SUITES_DIR, write_training_suites
 from pipeline.scoring.ranker import TrainingSet, build_training_set, evaluate, fit_ranker, ips_weights, ndcg_at_k

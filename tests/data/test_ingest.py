@@ -14,14 +14,8 @@ import pytest
 
 from pipeline.core import schema as s
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import (
-    IngestError,
-    IngestReport,
-    ingest_file,
-    read_events_file,
-    read_exploration_events,
-    read_raw_events,
-)
+from pipeline.data.events import read_exploration_events, read_raw_events
+from pipeline.data.ingest import IngestError, IngestReport, ingest_file, read_events_file
 from validation.events import RULE_NAMES, RULES, validate_events
 
 DAY = "2026-11-01"

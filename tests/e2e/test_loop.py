@@ -14,7 +14,7 @@ import pytest
 from pipeline.core import schema as s
 from pipeline.core.config import Settings, TrainingConfig, WorldConfig, save_settings
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import read_raw_events
+from pipeline.data.events import read_raw_events
 from pipeline.ops.airflow_env import airflow_env, run_dag
 from pipeline.ops.cli import main as cli
 from pipeline.ops.demo import run_loop

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import read_exploration_events, read_raw_events
+from pipeline.data.events import read_exploration_events, read_raw_events
 from pipeline.ops import cli
 from pipeline.publish.files import date_dir, user_mixes
 from pipeline.serve.api import create_app
@@ -277,7 +277,8 @@ def test_one_raw_part_per_pass_and_a_retry_is_stored_once(root: Settings) -> Non
     stores only the rows that were rejected before and pass now."""
     import pyarrow.parquet as pq
 
-    from pipeline.serve.api import BATCHES, EventIn, Intake, Service, batch_digest, event_text
+    from pipeline.data.events import BATCHES
+    from pipeline.serve.api import EventIn, Intake, Service, batch_digest, event_text
 
     clock = Clock(START)
     service = Service(root, clock)

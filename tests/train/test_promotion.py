@@ -18,7 +18,7 @@ from pipeline.core import registry
 from pipeline.core import schema as s
 from pipeline.core.config import PromotionConfig, Settings, TrainingConfig
 from pipeline.core.paths import Layout
-from pipeline.data.ingest import write_exploration
+from pipeline.data.events import write_exploration
 from pipeline.features.definitions import FEATURE_COLUMNS, LABEL, als_scores
 from pipeline.features.skew import SUITES_DIR
 from pipeline.train.retrain import (
