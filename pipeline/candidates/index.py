@@ -27,7 +27,9 @@ from pipeline.candidates.ann import (
 from pipeline.candidates.embeddings import EMBEDDINGS_FILE, Embeddings
 from pipeline.core import registry
 from pipeline.core import schema as s
+from pipeline.core.alerts import raise_alerts
 from pipeline.core.config import RetrievalConfig, Settings
+from pipeline.core.flow import Flow, FlowRun, Step
 from pipeline.core.io import atomic_write_json, read_json
 from pipeline.core.paths import Layout
 
@@ -209,3 +211,27 @@ def _log_to_mlflow(settings: Settings, record: dict) -> None:
                            "min_recall": settings.retrieval.min_recall})
         mlflow.log_metrics(metrics)
 
+
+RECALL_ALERTS = "recall_gate"  # the alert source of the recall gate
+
+
+def _recall_gate(run: FlowRun) -> float:
+    """The recall gate, its verdict stored as the day's `recall_gate` alerts (none when the index passes)."""
+    try:
+        recall = gate_recall(run.settings, run["build"]["index_version"])
+    except RecallGateError as refused:
+        raise_alerts(run.settings, run.day, RECALL_ALERTS, [str(refused)])
+        raise
+    raise_alerts(run.settings, run.day, RECALL_ALERTS, [])
+    return recall
+
+
+FLOW = Flow("dailymix_index", (
+    Step("embeddings", lambda run: export_embeddings(run.settings)),
+    Step("build", lambda run: build_index(run.settings, run["embeddings"]["embeddings_path"], run.day),
+         after=("embeddings",)),
+    Step("recall_gate", _recall_gate, after=("build",)),
+    Step("publish", lambda run: publish_index(run.settings, run["build"]["index_version"],
+                                              run["embeddings"]["model_version"]),
+         after=("embeddings", "build", "recall_gate")),
+))

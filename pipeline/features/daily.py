@@ -1,10 +1,17 @@
-"""The daily feature pipeline: ingest the day's events, write offline snapshots, fill the online store."""
+"""The daily feature pipeline: ingest the day's events, write offline snapshots, fill the online store.
+
+`FLOW` is the features flow its DAG and the simulation run. A run covers its own day, or with the param
+`from_date` every landed day from that date through its own (a history loaded at once); each day's outputs are
+keyed by that day, so a rerun overwrites them. The online store serves the run's own day, the latest snapshot.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import date, timedelta
 
 from pipeline.core.config import Settings
+from pipeline.core.flow import Flow, FlowRun, Step
 from pipeline.core.paths import Layout
 from pipeline.data.catalog import read_catalog
 from pipeline.data.events import read_raw_events
@@ -51,3 +58,34 @@ def materialize_online(settings: Settings, day: str) -> str:
     """Serve the day's snapshot from the online store; returns the feature version."""
     fs.materialize(settings, day)
     return fs.feature_version(settings, day)
+
+
+def covered_days(settings: Settings, day: str, from_date: str | None = None) -> list[str]:
+    """The days a features run for `day` covers, oldest first: `day` alone, or every landed day from `from_date`
+    through `day` (`day` itself always, so a missing file for it fails ingest with its path)."""
+    if not from_date:
+        return [day]
+    first, last = date.fromisoformat(from_date), date.fromisoformat(day)
+    if first > last:
+        raise ValueError(f"from_date {from_date} is after the run's day {day}")
+    layout = Layout(settings.home)
+    span = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return [d for d in span if d == day or layout.landing(d).exists()]
+
+
+def _ingest_days(run: FlowRun) -> list[dict]:
+    days = covered_days(run.settings, run.day, run.params.get("from_date"))
+    return [ingest_day(run.settings, day, contracts=run.params.get("contracts", True)) for day in days]
+
+
+def _offline_snapshots(run: FlowRun) -> dict[str, dict[str, str]]:
+    return {report["day"]: build_offline_features(run.settings, report["day"]) for report in run["ingest"]}
+
+
+# Params: `from_date` (the DAG's param: cover every landed day from it); `contracts` (False skips the Great
+# Expectations contract check of each landed file, as the simulator does for the files it generates).
+FLOW = Flow("dailymix_features", (
+    Step("ingest", _ingest_days),
+    Step("offline_store", _offline_snapshots, after=("ingest",)),
+    Step("online_store", lambda run: materialize_online(run.settings, run.day), after=("offline_store",)),
+))

@@ -3,6 +3,8 @@
 A recommender retrained on its own output narrows: genre entropy falls and skips rise. The
 metrics here are computed per day from the publication and the day's events and compared with
 a trailing baseline.
+
+`FLOW` is the monitor flow its DAG and the simulation run: the day's health row, then MLflow and the drift check.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import pandas as pd
 from pipeline.core import schema as s
 from pipeline.core.alerts import raise_alerts
 from pipeline.core.config import MonitorConfig, Settings
+from pipeline.core.flow import Flow, FlowRun, Step
 from pipeline.core.io import atomic_write_json, read_json
 from pipeline.core.paths import Layout
+from pipeline.data.catalog import read_catalog
 from pipeline.data.events import read_raw_events
 from pipeline.publish.files import read_publication
 
@@ -225,3 +229,15 @@ def log_metrics_to_mlflow(settings: Settings, day: str) -> str:
         mlflow.set_tag("dailymix.date", day)
         mlflow.log_metrics(metrics, step=step)
     return run.info.run_id
+
+
+def _record_run_day(run: FlowRun) -> str:
+    catalog = read_catalog(Layout(run.settings.home), columns=[s.TRACK_ID])
+    return record_day(run.settings, run.day, len(catalog))
+
+
+FLOW = Flow("dailymix_monitor", (
+    Step("metrics", _record_run_day),
+    Step("to_mlflow", lambda run: log_metrics_to_mlflow(run.settings, run.day), after=("metrics",)),
+    Step("drift", lambda run: check_drift(run.settings, run.day), after=("metrics",)),
+))

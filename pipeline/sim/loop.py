@@ -1,17 +1,18 @@
 """Closed-loop simulation: the real pipeline, week by week, with simulated listeners closing the loop.
 
-Each simulated week runs the functions the DAGs run, in the DAGs' order, without the Airflow layer:
+Each simulated week runs the flows the DAGs run (`FLOW` of each flow's module, `run_flow`), without Airflow:
 
   retrain (training data → fit and register → promote) → index (embeddings → build → recall gate → publish)
-  → nightly (plan → score every shard → publish) → 7 days of simulated listening to that publication, each
-  day landed and passed through ingest and the offline features (online store on the last day)
-  → monitor (the week's health row → drift check against the trailing weekly baseline).
+  → nightly (plan → score every shard → publish) → 7 days of simulated listening to that publication, the
+  days landed and then passed through the features flow (ingest and offline features for each, the online
+  store for the last) → monitor (the week's health row → drift check against the trailing weekly baseline).
 
 To stay fast on a laptop the nightly publishes once per simulated week (its first night) and listeners
-replay that week's mixes for 7 days; the skew gate (Great Expectations, seconds per night) is skipped, as
-the simulator's features come from the same code path it guards. The default world is smaller than the
-demo's (`SIMULATION_WORLD`). Ground truth (`true_satisfaction`) comes from the world's tastes, which the
-platform itself never reads.
+replay that week's mixes for 7 days; the skew gate (Great Expectations, seconds per night) is skipped, as the
+simulator's features come from the same code path it guards, and so are the contract checks of the files it
+lands and the monitor's MLflow logging. The monitor's health row covers the week's listening. The default world
+is smaller than the demo's (`SIMULATION_WORLD`). Ground truth (`true_satisfaction`) comes from the world's
+tastes, which the platform itself never reads.
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.candidates.index import build_index, export_embeddings, gate_recall, publish_index
+from pipeline.candidates import index
 from pipeline.core.config import ListenerConfig, Settings, WorldConfig, save_settings
+from pipeline.core.flow import FlowRun, run_flow
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Layout
 from pipeline.core.progress import progress
-from pipeline.features.daily import build_offline_features, ingest_day, materialize_online
+from pipeline.features import daily as features
 from pipeline.monitor import health as monitor
-from pipeline.nightly.shard import plan, score_shard, shard_count
+from pipeline.nightly.flow import nightly_flow
 from pipeline.publish.files import publish, read_publication
 from pipeline.sim.listeners import Listeners
 from pipeline.sim.world import generate_world, history_days, true_affinity, write_world
-from pipeline.train.retrain import prepare_training_data, promote_if_better, train_and_register
+from pipeline.train import retrain
 
 log = logging.getLogger(__name__)
 DAYS_PER_WEEK = 7
@@ -92,10 +94,9 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
     world = generate_world(settings.world)
     write_world(world, layout)
     listeners = Listeners(world, listener or ListenerConfig(), settings.seed)
-    for day in history_days(settings.world):
-        _features(settings, day, online=False)
-    publication_day = history_days(settings.world)[-1]
-    materialize_online(settings, publication_day)
+    history = history_days(settings.world)
+    _features(settings, history)
+    publication_day = history[-1]
     rows: list[dict] = []
     report: dict = {}
     for week in progress(range(1, weeks + 1), total=weeks, desc="simulated weeks"):
@@ -111,7 +112,7 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
             path = layout.landing(day)
             path.parent.mkdir(parents=True, exist_ok=True)
             events.to_parquet(path, index=False)
-            _features(settings, day, online=day == days[-1])
+        _features(settings, days)
         clock.lap("listening + features")
         rows.append(_monitor_week(settings, week, publication_day, slots, days, world))
         clock.lap("monitor")
@@ -135,29 +136,20 @@ class _Stopwatch:
         self.started = now
 
 
-def _features(settings: Settings, day: str, online: bool) -> None:
-    """The features DAG for one day (the online store only when the nightly will read it)."""
-    ingest_day(settings, day, contracts=False)
-    build_offline_features(settings, day)
-    if online:
-        materialize_online(settings, day)
+def _features(settings: Settings, days: list[str]) -> None:
+    """The features flow over landed days, as one run for the last of them (the online store serves that day)."""
+    run_flow(features.FLOW, settings, days[-1], params={"from_date": days[0], "contracts": False})
 
 
 def _retrain_and_index(settings: Settings, day: str) -> None:
-    """The retrain DAG, then the index DAG, as their tasks chain."""
-    directory = prepare_training_data(settings, day)
-    promote_if_better(settings, directory, train_and_register(settings, day, directory))
-    exported = export_embeddings(settings)
-    built = build_index(settings, exported["embeddings_path"], day)
-    gate_recall(settings, built["index_version"], log_to_mlflow=False)
-    publish_index(settings, built["index_version"], exported["model_version"])
+    """The retrain flow, then the index flow, as their DAGs chain."""
+    run_flow(retrain.FLOW, settings, day)
+    run_flow(index.FLOW, settings, day)
 
 
 def _nightly(settings: Settings, day: str) -> dict:
-    """The nightly DAG without its skew gate: plan → every shard → publish."""
-    plan_path = plan(settings, day)
-    shards = [score_shard(settings, plan_path, shard) for shard in range(shard_count(plan_path))]
-    return publish(settings, plan_path, shards, run_id=f"simulate__{day}")
+    """The nightly flow without its skew gate: plan → every shard → publish."""
+    return run_flow(nightly_flow(publish), settings, day, run_id=f"simulate__{day}", skip={"skew_gate"})["publish"]
 
 
 def _following_days(day: str) -> list[str]:
@@ -166,16 +158,21 @@ def _following_days(day: str) -> list[str]:
 
 
 def _monitor_week(settings: Settings, week: int, day: str, slots: pd.DataFrame, days: list[str], world) -> dict:
-    """The monitor's health row for the week (keyed by its publication day), its drift check, and ground truth."""
+    """The monitor flow for the week (keyed by its publication day): its health row over the week's listening,
+    with ground truth, in place of the day's row; the drift check; no MLflow logging."""
     from pipeline.data.events import read_raw_events
 
-    events = read_raw_events(Layout(settings.home), days)
-    row = monitor.health_row(day, slots, events, len(world.catalog))
-    row["true_satisfaction"] = float(true_affinity(world.tastes, world.catalog, slots["user_id"].to_numpy(),
-                                                   slots["track_id"].to_numpy()).mean()) if len(slots) else None
-    monitor.store_metrics(settings, day, row)
-    alerts = monitor.check_drift(settings, day)
-    return {"week": week, "date": day, **{k: row.get(k) for k in REPORT_METRICS}, "alerts": alerts}
+    def week_row(run: FlowRun) -> dict:
+        events = read_raw_events(Layout(run.settings.home), days)
+        row = monitor.health_row(run.day, slots, events, len(world.catalog))
+        row["true_satisfaction"] = float(true_affinity(world.tastes, world.catalog, slots["user_id"].to_numpy(),
+                                                       slots["track_id"].to_numpy()).mean()) if len(slots) else None
+        monitor.store_metrics(run.settings, run.day, row)
+        return row
+
+    results = run_flow(monitor.FLOW, settings, day, skip={"to_mlflow"}, replace_steps={"metrics": week_row})
+    row = results["metrics"]
+    return {"week": week, "date": day, **{k: row.get(k) for k in REPORT_METRICS}, "alerts": results["drift"]}
 
 
 def _config(settings: Settings, weeks: int, listener: ListenerConfig) -> dict:

@@ -1,4 +1,4 @@
-"""Weekly retraining, as three steps the retrain DAG wires: data → fit and register → promote."""
+"""Weekly retraining in three steps, `FLOW` (its DAG and the simulation run it): data → fit and register → promote."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pipeline.candidates.embeddings import EMBEDDINGS_FILE, Embeddings, fit_als
 from pipeline.core import registry
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
+from pipeline.core.flow import Flow, Step
 from pipeline.core.io import atomic_write_parquet
 from pipeline.core.paths import Layout
 from pipeline.data.catalog import read_catalog
@@ -252,3 +253,12 @@ def _compare(settings: Settings, current: registry.ModelRef, candidate: dict,
               f") for off-policy evaluation, so gated on holdout AUC: {challenger_auc:.4f} vs champion "
               f"v{current.version} {champion_auc:.4f}")
     return promoted, reason, {"champion_holdout_auc": champion_auc}
+
+
+FLOW = Flow("dailymix_retrain", (
+    Step("training_data", lambda run: prepare_training_data(run.settings, run.day)),
+    Step("fit_and_register", lambda run: train_and_register(run.settings, run.day, run["training_data"]),
+         after=("training_data",)),
+    Step("promote", lambda run: promote_if_better(run.settings, run["training_data"], run["fit_and_register"]),
+         after=("training_data", "fit_and_register")),
+))
