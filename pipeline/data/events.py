@@ -6,7 +6,9 @@ date=D/` for off-policy evaluation. A part is written atomically and fsync'd: re
 a stored part survives a power cut. An event is a duplicate when a part of its day already holds its key
 (`validation.events.DUPLICATE_KEY`). Two doors write parts, both through here:
 
-- `dailymix ingest` (`pipeline.data.ingest`): one part per source file, `file_part_name`.
+- `dailymix ingest` (`pipeline.data.ingest`): one part per source file, `<stem>-<where>-<what>.parquet`
+  (`FileSource`): where = the file's path, what = its bytes, so files of the same name from different places never
+  share a part, and the same file ingested again rewrites its own part.
 - `POST /v1/events` (`pipeline.serve`): one part per intake pass and day, `api-<digest of its rows>.parquet`; its
   Parquet metadata (`BATCHES`) names the API batches it holds, so a retried batch is recognised.
 
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +53,43 @@ RAW_SCHEMA = pa.Schema.from_pandas(empty_events(), preserve_index=False)  # the 
 # --- naming -------------------------------------------------------------------------------------
 
 
-def file_part_name(source: Path) -> str:
-    """The part a source file's accepted rows are stored in."""
-    return f"{Path(source).stem}{PART_SUFFIX}"
+@dataclass(frozen=True)
+class FileSource:
+    """An event file as the store names its parts: `<stem>-<where>-<what>.parquet`. `where` is a digest of the file's
+    path (relative to the data root when inside it, so a moved root keeps its names), `what` one of its bytes."""
+
+    path: Path
+    where: str
+
+    @classmethod
+    def of(cls, path: str | Path, layout: Layout) -> FileSource:
+        resolved, home = Path(path).resolve(), layout.home.resolve()
+        place = resolved.relative_to(home) if resolved.is_relative_to(home) else resolved
+        return cls(Path(path), _digest(place.as_posix().encode()))
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.path.stem}-{self.where}-"
+
+    def part_name(self) -> str:
+        """The part of the file as it is now (read its bytes once it is known to be readable)."""
+        with self.path.open("rb") as fh:
+            what = hashlib.file_digest(fh, "sha256").hexdigest()[:DIGEST_CHARS]
+        return f"{self.prefix}{what}{PART_SUFFIX}"
+
+    def owns(self, name: str) -> bool:
+        """Whether a part of that name holds rows of this file (of any version of it)."""
+        return name.startswith(self.prefix) and name.endswith(PART_SUFFIX)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
 def api_part_name(day: str, rows: Sequence[Mapping[str, object]]) -> str:
     """An intake pass's part, named after its rows (each stored once, so no two passes share a name)."""
     text = json.dumps([day, [[row[c] for c in s.EVENT_COLUMNS] for row in rows]])
-    return f"{API_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]}{PART_SUFFIX}"
+    return f"{API_PREFIX}{_digest(text.encode())}{PART_SUFFIX}"
 
 
 def batch_quarantine_name(batch_digest: str) -> str:
@@ -109,10 +140,13 @@ def _write_explore_rows(events: pa.Table, target: Path) -> Path | None:
     return atomic_write_table(explore.replace_schema_metadata(RAW_SCHEMA.metadata), target, durable=True)
 
 
-def remove_part(layout: Layout, day: str, name: str) -> None:
-    """Remove a part of `day` and its exploration copy (nothing if there is none)."""
+def remove_source_parts(layout: Layout, day: str, source: FileSource, keep: str | None = None) -> None:
+    """Remove the parts of `day` holding rows of `source` (but `keep`), with their exploration copies; the parts of
+    every other source stay as they are."""
     for folder in (layout.raw_events(day), layout.exploration(day)):
-        (folder / name).unlink(missing_ok=True)
+        for name in part_names(folder):
+            if source.owns(name) and name != keep:
+                (folder / name).unlink(missing_ok=True)
 
 
 def write_quarantine(rows: pd.DataFrame, reasons: pd.Series, source: str, target: Path) -> Path | None:

@@ -1,9 +1,11 @@
 """Ingest a day's play events: validate every row, store the good ones, quarantine the rest.
 
-One source file becomes one raw part (`pipeline.data.events`, which stores it) and at most one
-quarantine part, both named after the file's stem and written atomically, so re-ingesting a file
-replaces its previous result and a reader never sees half a file. A batch with too many bad rows is
-refused as a whole: a partial day would silently bias everything trained on it.
+One source file becomes one raw part, stored by `pipeline.data.events` and named after the file's
+path and bytes, and at most one quarantine part named after the file's stem; both are written
+atomically, so a reader never sees half a file. Re-ingesting a file rewrites its own part (an earlier
+version of the file is replaced once the new one is stored); a file from elsewhere never touches it.
+A batch with too many bad rows is refused as a whole: a partial day would silently bias everything
+trained on it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from pipeline.core import schema as s
 from pipeline.core.paths import Layout
 from pipeline.data.events import (
     TEXT,
-    file_part_name,
+    FileSource,
     frame_table,
-    remove_part,
+    remove_source_parts,
     stored_keys,
     write_part,
     write_quarantine,
@@ -167,10 +169,10 @@ def ingest_file(
     """Validate one event file for `day` and store it as raw part + quarantine part.
 
     Raises IngestError when more than `max_bad_row_share` of the rows are bad (after writing the
-    quarantine part and removing this source's raw part), and for file-level problems (unreadable
-    file, missing required column; this source's previous raw and quarantine parts are removed as
-    stale). Raises ValueError for an unsupported file type or a malformed day. The source file is
-    never modified.
+    quarantine part and removing this file's raw part), and for file-level problems (unreadable
+    file, missing required column; this file's previous raw and quarantine parts are removed as
+    stale). Raw parts of other files, whatever their name, are never touched. Raises ValueError
+    for an unsupported file type or a malformed day. The source file is never modified.
 
     With `contract_root`, the catalog and the accepted rows are also checked against the Great
     Expectations contracts (`validation.raw_suites`) in the GE project there, writing Data Docs; a
@@ -179,7 +181,7 @@ def ingest_file(
     """
     source = Path(path)
     day_bounds(day)  # a malformed day must not become a directory name
-    part = file_part_name(source)
+    origin = FileSource.of(source, layout)
     quarantine_part = layout.quarantine(day) / f"{source.stem}.parquet"
     if contract_root is not None:
         _check_catalog_contract(catalog, source, day, contract_root)
@@ -187,9 +189,10 @@ def ingest_file(
         frame = read_events_file(source)
         frame = _check_columns(frame, source)
     except IngestError:
-        remove_part(layout, day, part)  # the previous result of this source is stale now
+        remove_source_parts(layout, day, origin)  # the previous result of this file is stale now
         quarantine_part.unlink(missing_ok=True)
         raise
+    part = origin.part_name()
     durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
     accepted, reasons = validate_events(
         frame,
@@ -197,7 +200,7 @@ def ingest_file(
         catalog_track_ids=catalog[s.TRACK_ID].to_numpy(),
         track_durations_ms=durations,
         as_of=as_of,
-        existing_keys=stored_keys(layout, day, excluding=lambda name: name == part),
+        existing_keys=stored_keys(layout, day, excluding=origin.owns),
     )
     bad = (reasons != "").to_numpy()
     stats = _reason_stats(reasons[bad])
@@ -214,14 +217,15 @@ def ingest_file(
     )
     share = report.quarantined / report.rows_read if report.rows_read else 0.0
     if share > max_bad_row_share:
-        remove_part(layout, day, part)
+        remove_source_parts(layout, day, origin)
         refused = replace(report, raw_path=None)
         raise IngestError(_threshold_message(refused, share, max_bad_row_share, stats), refused)
     if contract_root is not None and (broken := _events_contract_problem(accepted, report, durations, as_of,
                                                                          contract_root)):
-        remove_part(layout, day, part)
+        remove_source_parts(layout, day, origin)
         raise IngestError(broken, replace(report, raw_path=None))
     write_part(layout, day, part, frame_table(accepted))
+    remove_source_parts(layout, day, origin, keep=part)  # an earlier version of this file
     return report
 
 

@@ -209,7 +209,7 @@ def test_good_file_is_stored_with_schema_dtypes(
     rows = good_rows()
     report = ingest_file(events_file(tmp_path, fmt, rows), DAY, layout, catalog)
     assert (report.rows_read, report.accepted, report.quarantined, report.reasons) == (N_ROWS, N_ROWS, 0, {})
-    assert report.raw_path == layout.raw_events(DAY) / "events.parquet"
+    assert report.raw_path.parent == layout.raw_events(DAY) and report.raw_path.name.startswith("events-")
     assert report.quarantine_path is None
     raw = pd.read_parquet(report.raw_path)
     assert raw.dtypes.astype(str).to_dict() == s.EVENT_DTYPES
@@ -325,7 +325,7 @@ def test_exploration_events_are_kept_in_their_own_partition(
     ingest_file(events_file(tmp_path, "csv", rows), DAY, layout, catalog)
     explore = read_exploration_events(layout, [DAY])
     expected = [r for r in rows if r[s.POLICY] == s.POLICY_EXPLORE]
-    assert len(expected) == N_ROWS // 4 and (layout.exploration(DAY) / "events.parquet").exists()
+    assert len(expected) == N_ROWS // 4 and len(list(layout.exploration(DAY).iterdir())) == 1
     assert explore.dtypes.astype(str).to_dict() == s.EVENT_DTYPES
     assert sorted(zip(explore[s.USER_ID], explore[s.TRACK_ID], strict=True)) == sorted(
         (r[s.USER_ID], r[s.TRACK_ID]) for r in expected)
@@ -374,7 +374,7 @@ def test_reingest_is_idempotent(tmp_path: Path, layout: Layout, catalog: pd.Data
     assert second == first
     assert second.raw_path.read_bytes() == raw_bytes
     assert second.quarantine_path.read_bytes() == q_bytes
-    assert sorted(p.name for p in layout.raw_events(DAY).iterdir()) == ["events.parquet"]
+    assert sorted(p.name for p in layout.raw_events(DAY).iterdir()) == [first.raw_path.name]
 
 
 def test_fixed_file_clears_stale_quarantine(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
@@ -384,6 +384,8 @@ def test_fixed_file_clears_stale_quarantine(tmp_path: Path, layout: Layout, cata
     assert first.quarantine_path is not None
     second = ingest_file(events_file(tmp_path, "csv", good_rows()), DAY, layout, catalog)
     assert second.quarantine_path is None and not first.quarantine_path.exists()
+    assert sorted(p.name for p in layout.raw_events(DAY).iterdir()) == [second.raw_path.name]  # replaced, once stored
+    assert len(read_raw_events(layout, [DAY])) == N_ROWS
 
 
 def test_rows_already_stored_from_another_file_are_duplicates(
@@ -399,6 +401,37 @@ def test_rows_already_stored_from_another_file_are_duplicates(
     events = read_raw_events(layout, [DAY])
     assert len(events) == N_ROWS + 1
     assert not events.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
+
+
+def test_a_file_of_the_same_name_from_elsewhere_never_touches_stored_events(
+    tmp_path: Path, layout: Layout, catalog: pd.DataFrame
+) -> None:
+    """Another source with the same file name (`other/events.csv`) stores beside the first, whatever it holds:
+    header only, refused for a missing column, refused for bad rows, or new events; the same file again adds none."""
+    landed = events_file(tmp_path, "csv", good_rows())
+    first = ingest_file(landed, DAY, layout, catalog)
+    other = tmp_path / "other"
+    other.mkdir()
+
+    def stored() -> tuple[int, int]:
+        return len(read_raw_events(layout, [DAY])), len(read_exploration_events(layout, [DAY]))
+
+    assert ingest_file(write_events([], other / "events.csv"), DAY, layout, catalog).rows_read == 0
+    assert stored() == (N_ROWS, N_ROWS // 4)
+    no_skipped = [{k: v for k, v in row.items() if k != s.SKIPPED} for row in good_rows(10)]
+    with pytest.raises(IngestError, match="missing required column"):
+        ingest_file(write_events(no_skipped, other / "events.csv"), DAY, layout, catalog)
+    assert stored() == (N_ROWS, N_ROWS // 4)
+    unknown_tracks = [{**row, s.TRACK_ID: 9999} for row in good_rows(10)]
+    with pytest.raises(IngestError, match=r"above the 1\.0% threshold"):
+        ingest_file(write_events(unknown_tracks, other / "events.csv"), DAY, layout, catalog)
+    assert stored() == (N_ROWS, N_ROWS // 4)
+    newcomers = [{**row, s.USER_ID: 100 + i} for i, row in enumerate(good_rows(10))]
+    assert ingest_file(write_events(newcomers, other / "events.csv"), DAY, layout, catalog).accepted == 10
+    assert ingest_file(landed, DAY, layout, catalog) == first  # the same file again: the same part, rewritten
+    events = read_raw_events(layout, [DAY])
+    assert len(events) == N_ROWS + 10 and not events.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
+    assert first.raw_path.exists() and len(list(layout.raw_events(DAY).iterdir())) == 2
 
 
 # --- file-level problems ------------------------------------------------------------------------
