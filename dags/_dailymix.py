@@ -1,15 +1,17 @@
-"""Shared wiring for the Daily Mix DAGs: assets, default arguments, the run's day.
+"""Shared wiring for the Daily Mix DAGs: assets, default arguments, the run's day, running a flow's step, gates.
 
-Kept light: only Airflow's SDK is imported here. Domain code is imported inside tasks.
+Kept light: only Airflow's SDK and the notifier plugin are imported here. Domain code is imported inside tasks.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, get_current_context
+from airflow.sdk import Asset, get_current_context, task
+from dailymix_notifiers import DailyMixAlertNotifier
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 # The retry delay is a deployment knob (tests shorten it); retries themselves are fixed.
@@ -50,3 +52,18 @@ def settings():
     from pipeline.core.config import load_settings
 
     return load_settings()
+
+
+def run_step(flow, **upstream: Any) -> Any:
+    """Run the step of `flow` (a `pipeline.core.flow.Flow`) named like the current task, for this run's day, id and
+    params, with the results of its upstream tasks by step name (and `item=` for one item of a mapped step)."""
+    context = get_current_context()
+    return flow.run_step(context["ti"].task_id, settings(), run_day(context), run_id=context["run_id"],
+                         params=dict(context["params"]), **upstream)
+
+
+def gate_task(alert_source: str, **task_args):
+    """`@task` for a check (skew gate, recall gate, drift): its failure is deterministic, so it is not retried, and
+    the alerts it stored for the day go out through `DailyMixAlertNotifier` when it fails."""
+    return task(retries=0, on_failure_callback=DailyMixAlertNotifier(source=alert_source, day_of_run=run_day),
+                **task_args)

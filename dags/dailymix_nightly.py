@@ -1,10 +1,13 @@
 """
 ### Daily Mix — nightly mixes (after each day's features)
 
+The steps are the nightly flow (`pipeline.nightly.flow.nightly_flow`), the same the closed-loop simulation runs
+(without the skew gate), publishing with `pipeline.publish.files.publish`.
+
 | step | what it does | output |
 |---|---|---|
 | `plan` | pins the champion model, its index and the feature version; splits active users into shards | `nightly/date=D/plan.json` |
-| `skew_gate` | validates tonight's online features (users, tracks) against the champion's Great Expectations suites, generated from its training data; fails on drift or features older than 24 h | `validation/results/date=D.json`, Data Docs `validation/gx/uncommitted/data_docs/local_site/index.html`, alert `monitoring/alerts/date=D/skew_gate.json` |
+| `skew_gate` | validates tonight's online features (users, tracks) against the champion's Great Expectations suites, generated from its training data; fails on drift or features older than 24 h, without retries (the data will not change), and sends the alert (see `dailymix_monitor`'s **Alerts**) | `validation/results/date=D.json`, Data Docs `validation/gx/uncommitted/data_docs/local_site/index.html`, alert `monitoring/alerts/date=D/skew_gate.json` |
 | `score` (mapped, one per shard) | per user: taste clusters → Annoy top-1000 per cluster → one batched ranker call → re-ranking (discovery quota, artist cap, exploration with propensities) | `nightly/date=D/shard-K.parquet` |
 | `publish` | checks every mix against the rules, writes the content-addressed mixes file and swaps the date's manifest atomically | `published/date=D/`, asset `dailymix_mixes` |
 
@@ -21,8 +24,16 @@ upstream change (a unit, a broken join): fix the data, rerun `dailymix_features`
 
 from __future__ import annotations
 
-from _dailymix import DEFAULT_ARGS, FEATURES, MIXES, START_DATE, announce, run_day, settings
-from airflow.sdk import dag, get_current_context, task
+from _dailymix import DEFAULT_ARGS, FEATURES, MIXES, START_DATE, announce, gate_task, run_step
+from airflow.sdk import dag, task
+
+
+def nightly():
+    """The nightly flow publishing to the configured store (built when a task runs: no domain imports at parse)."""
+    from pipeline.nightly.flow import nightly_flow
+    from pipeline.publish.files import publish
+
+    return nightly_flow(publish)
 
 
 @dag(
@@ -38,36 +49,26 @@ from airflow.sdk import dag, get_current_context, task
 def dailymix_nightly():
     @task
     def plan() -> list[dict]:
-        from pipeline.nightly.shard import plan as plan_night
-        from pipeline.nightly.shard import shard_count
+        return run_step(nightly())
 
-        path = plan_night(settings(), run_day())
-        return [{"plan_path": path, "shard": shard} for shard in range(shard_count(path))]
+    @gate_task("skew_gate")
+    def skew_gate(plan: list[dict]) -> dict:
+        return run_step(nightly(), plan=plan)  # raises, listing every drifted feature, on skew
 
-    @task
-    def skew_gate(shards: list[dict]) -> list[dict]:
-        from pipeline.features.skew import run_gate
-
-        run_gate(settings(), shards[0]["plan_path"])  # raises, listing every drifted feature, on skew
-        return shards
-
-    @task(map_index_template="shard {{ task.op_kwargs['shard'] }}")
-    def score(plan_path: str, shard: int) -> dict:
-        from pipeline.nightly.shard import score_shard
-
-        return {"plan_path": plan_path, "shard_path": score_shard(settings(), plan_path, shard)}
+    @task(map_index_template="shard {{ task.op_kwargs['item']['shard'] }}")
+    def score(item: dict) -> str:
+        return run_step(nightly(), item=item)
 
     @task(outlets=[MIXES])
-    def publish(scored: list[dict]) -> dict:
-        from pipeline.publish.files import publish as publish_mixes
-
-        scored = list(scored)
-        manifest = publish_mixes(settings(), scored[0]["plan_path"], [s["shard_path"] for s in scored],
-                                 get_current_context()["run_id"])
+    def publish(plan: list[dict], score: list[str]) -> dict:
+        manifest = run_step(nightly(), plan=plan, score=list(score))
         announce(MIXES, manifest["date"], content_hash=manifest["content_hash"])
         return manifest
 
-    publish(score.expand_kwargs(skew_gate(plan())))
+    shards = plan()
+    scored = score.expand(item=shards)
+    skew_gate(shards) >> scored
+    publish(plan=shards, score=scored)
 
 
 dailymix_nightly()

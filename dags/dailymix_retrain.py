@@ -1,6 +1,8 @@
 """
 ### Daily Mix — retrain the ranker (weekly)
 
+The steps are the retrain flow (`pipeline.train.retrain.FLOW`), the same the closed-loop simulation runs.
+
 | step | what it does | output |
 |---|---|---|
 | `training_data` | fits ALS track/user embeddings on the window; builds the point-in-time training set (Feast historical retrieval: features as of the start of each event's day), label = played without skip, weight = clipped inverse propensity | `models/training/date=D/` |
@@ -18,7 +20,7 @@ it exists: same content hash).
 
 from __future__ import annotations
 
-from _dailymix import DEFAULT_ARGS, RANKER, START_DATE, announce, run_day, settings
+from _dailymix import DEFAULT_ARGS, RANKER, START_DATE, announce, run_day, run_step
 from airflow.sdk import dag, task
 
 
@@ -35,26 +37,26 @@ from airflow.sdk import dag, task
 def dailymix_retrain():
     @task
     def training_data() -> str:
-        from pipeline.train.retrain import prepare_training_data
+        from pipeline.train.retrain import FLOW
 
-        return prepare_training_data(settings(), run_day())
+        return run_step(FLOW)
 
     @task
-    def fit_and_register(directory: str) -> dict:
-        from pipeline.train.retrain import train_and_register
+    def fit_and_register(training_data: str) -> dict:
+        from pipeline.train.retrain import FLOW
 
-        return train_and_register(settings(), run_day(), directory)
+        return run_step(FLOW, training_data=training_data)
 
     @task(outlets=[RANKER])
-    def promote(directory: str, candidate: dict) -> dict:
-        from pipeline.train.retrain import promote_if_better
+    def promote(training_data: str, fit_and_register: dict) -> dict:
+        from pipeline.train.retrain import FLOW
 
-        decision = promote_if_better(settings(), directory, candidate)
-        announce(RANKER, run_day(), version=candidate["version"], promoted=decision["promoted"])
+        decision = run_step(FLOW, training_data=training_data, fit_and_register=fit_and_register)
+        announce(RANKER, run_day(), version=fit_and_register["version"], promoted=decision["promoted"])
         return decision
 
     directory = training_data()
-    promote(directory, fit_and_register(directory))
+    promote(training_data=directory, fit_and_register=fit_and_register(directory))
 
 
 dailymix_retrain()

@@ -20,6 +20,10 @@ DAG_FILES = sorted(DAGS_FOLDER.glob("*.py"))
 
 EXPECTED_DAG_IDS = {"dailymix_features", "dailymix_retrain", "dailymix_index", "dailymix_nightly", "dailymix_monitor"}
 MIN_RETRIES = 2
+# Checks (`gate_task` in dags/_dailymix.py) fail the same way on the same data, so they are never retried.
+GATE_TASKS = {("dailymix_nightly", "skew_gate"), ("dailymix_index", "recall_gate"), ("dailymix_monitor", "drift")}
+# The decorators that make a task: Airflow's `task` and the project's `gate_task`, which wraps it.
+TASK_DECORATORS = {"task", "gate_task"}
 MAX_IMPORT_SECONDS = 5.0
 MAX_TASK_STATEMENTS = 8
 
@@ -79,8 +83,9 @@ def _dotted(node: ast.expr) -> str:
 
 
 def _task_functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Functions decorated with Airflow's `task` (`@task`, `@task(...)`, `@task.virtualenv`, an alias of it...)."""
-    names = {"task"} | {
+    """Functions decorated with Airflow's `task` (`@task`, `@task(...)`, `@task.virtualenv`, an alias of it...) or
+    the project's `gate_task`."""
+    names = TASK_DECORATORS | {
         alias.asname for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and (node.module or "")
         .startswith("airflow") for alias in node.names if alias.name == "task" and alias.asname
     }
@@ -149,8 +154,12 @@ def test_tagged_dailymix(dag):
 
 def test_retries(dag):
     assert (dag.default_args or {}).get("retries", 0) >= MIN_RETRIES, f"{dag.dag_id} default_args: {dag.default_args}"
-    too_few = {task.task_id: task.retries for task in dag.tasks if (task.retries or 0) < MIN_RETRIES}
+    gates = {task.task_id for task in dag.tasks if (dag.dag_id, task.task_id) in GATE_TASKS}
+    too_few = {task.task_id: task.retries for task in dag.tasks
+               if task.task_id not in gates and (task.retries or 0) < MIN_RETRIES}
     assert not too_few, f"{dag.dag_id}: tasks with fewer than {MIN_RETRIES} retries: {too_few}"
+    retried_gates = {task_id: dag.get_task(task_id).retries for task_id in gates if dag.get_task(task_id).retries}
+    assert not retried_gates, f"{dag.dag_id}: checks that would be retried on the same data: {retried_gates}"
 
 
 def test_doc_md_has_a_runbook(dag):
@@ -218,13 +227,43 @@ def test_acyclic_and_topologically_sortable(dag):
             assert position[upstream] < position[task.task_id], f"{dag.dag_id}: {upstream} sorted after {task.task_id}"
 
 
+def _flows() -> dict:
+    """Every flow by the DAG that runs it (the nightly one publishing to files, as its DAG does)."""
+    from pipeline.candidates.index import FLOW as INDEX
+    from pipeline.features.daily import FLOW as FEATURES
+    from pipeline.monitor.health import FLOW as MONITOR
+    from pipeline.nightly.flow import nightly_flow
+    from pipeline.publish.files import publish
+    from pipeline.train.retrain import FLOW as RETRAIN
+
+    return {flow.name: flow for flow in (FEATURES, RETRAIN, INDEX, nightly_flow(publish), MONITOR)}
+
+
+def test_every_dag_runs_a_flow_and_every_flow_has_its_dag(dagbag):
+    assert set(_flows()) == set(dagbag.dags) == EXPECTED_DAG_IDS
+
+
+def test_dag_runs_its_flow_in_the_flow_order(dag):
+    """The DAG's tasks are the flow's steps: same names in the same (topological) order, each task downstream of
+    exactly the steps its step follows, mapped exactly where the step maps over a list."""
+    flow = _flows().get(dag.dag_id)
+    assert flow is not None, f"no flow in pipeline/ declares {dag.dag_id}"
+    order = [task.task_id for task in _flatten_topological(dag.task_group)]
+    assert order == list(flow.step_names), f"{dag.dag_id}: tasks in order {order}, flow steps {flow.step_names}"
+    wiring = {task.task_id: set(task.upstream_task_ids) for task in dag.tasks}
+    declared = {step.name: set(step.after) for step in flow.steps}
+    assert wiring == declared, f"{dag.dag_id}: upstream tasks {wiring}, flow steps follow {declared}"
+    mapped = {task.task_id for task in dag.tasks if task.is_mapped}
+    assert mapped == {step.name for step in flow.steps if step.over}, f"{dag.dag_id}: mapped tasks {mapped}"
+
+
 def test_nightly_gates_then_scores_shards_with_dynamic_task_mapping(dagbag):
     nightly = dagbag.dags.get("dailymix_nightly")
     assert nightly is not None, "dailymix_nightly is not in the DagBag"
     assert "score" in nightly.task_ids, f"no `score` task in dailymix_nightly: {nightly.task_ids}"
     score = nightly.get_task("score")
     assert score.is_mapped, f"`score` is a {type(score).__name__}, not a mapped task"
-    assert score.upstream_task_ids == {"skew_gate"}, "`score` must be mapped over the skew gate's output"
+    assert score.upstream_task_ids == {"plan", "skew_gate"}, "`score` maps over the plan's shards, after the gate"
     assert nightly.get_task("skew_gate").upstream_task_ids == {"plan"}, "the gate checks the night `plan` pinned"
 
 
