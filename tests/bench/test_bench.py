@@ -10,6 +10,8 @@ from pipeline.bench.nightly import run_bench, write_report
 from pipeline.core.config import BenchConfig
 from pipeline.nightly.shard import STAGES
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):

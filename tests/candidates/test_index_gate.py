@@ -55,6 +55,7 @@ def test_same_embeddings_and_seed_give_the_same_index_version(settings: Settings
     assert first["index_version"] == again["index_version"] != reseeded["index_version"]
 
 
+@pytest.mark.slow
 def test_weak_index_is_refused_and_the_previous_one_keeps_serving(settings: Settings, embeddings_path: Path) -> None:
     good = build_index(settings, str(embeddings_path))
     gate_recall(settings, good["index_version"], log_to_mlflow=False)

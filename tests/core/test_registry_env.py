@@ -11,6 +11,7 @@ from pipeline.core import registry
 from pipeline.core.config import Settings, load_settings
 
 
+@pytest.mark.slow
 def test_client_keeps_the_environment_so_another_data_root_gets_its_own_store(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow

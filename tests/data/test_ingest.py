@@ -530,6 +530,7 @@ def test_hour_cap_applies_without_known_duration() -> None:
     assert list(accepted.columns) == list(s.EVENT_COLUMNS)
 
 
+@pytest.mark.slow
 def test_validate_events_is_vectorised_at_scale(catalog: pd.DataFrame) -> None:
     n = 200_000
     rng = np.random.default_rng(0)

@@ -11,6 +11,8 @@ import pytest
 from pipeline.core.config import PROJECT_ROOT
 from pipeline.evaluation import offline as ev
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 REAL_PATH = PROJECT_ROOT.parent / "shared" / "data" / "hetrec2011-lastfm-2k"
 
 

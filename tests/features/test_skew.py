@@ -13,6 +13,8 @@ from pipeline.features.skew import CATEGORICAL, NUMERIC, TRACKS, USERS, freshnes
 from pipeline.sim.world import generate_world, history_days
 from validation.skew import build_suite, distribution, kl_divergence, validate
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 Z = 4.0
 
 

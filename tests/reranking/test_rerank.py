@@ -433,6 +433,7 @@ def _assert_logged_once(logged: dict[int, set[float]], expected: dict[int, float
         assert next(iter(values)) == pytest.approx(expected[track], rel=1e-12), track
 
 
+@pytest.mark.slow
 def test_pick_explore_propensity_is_the_placement_probability(explore_factory) -> None:
     pool = explore_factory(POOL_SIZES)
     size = pool.groupby(s.ARTIST_ID)[s.TRACK_ID].transform("size")
@@ -459,6 +460,7 @@ def test_pick_explore_with_fewer_artists_than_slots(explore_factory, rng) -> Non
     assert pick_explore(explore_factory({1: 1}), 0, rng).empty
 
 
+@pytest.mark.slow
 def test_rerank_user_explore_propensity_is_the_placement_probability(candidate_factory, explore_factory) -> None:
     # A 10-slot mix (3 explore, 7 exploit) keeps the draws cheap. The pool also holds artists 1 and 2, which the
     # mix already exploits: they are out, leaving 5 artists with 1, 2, 3, 4, 1 tracks → propensity 3/5 x 1/n_a.

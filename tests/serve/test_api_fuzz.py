@@ -18,6 +18,8 @@ from pipeline.core.config import Settings
 from pipeline.serve.api import create_app
 from tests.helpers import AUTH, START, TOKEN, Clock
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 EXAMPLES_PER_OPERATION = 30
 
 

@@ -9,6 +9,8 @@ import pytest
 from pipeline.sim.loop import REPORT_METRICS, format_table, write_plots
 from pipeline.sim.tuning import format_tuning, recommend, summarise, write_curve
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 
 def _row(epsilon: float, discovery: float, skip: float) -> dict:
     return {"epsilon": epsilon, "discovery_share": discovery, "global_genre_entropy": 3.0, "user_genre_entropy": 1.0,

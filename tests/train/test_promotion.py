@@ -32,6 +32,8 @@ from pipeline.train.retrain import (
     train_and_register,
 )
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 N_USERS, N_TRACKS, EXPLOIT, EXPLORE = 150, 400, 12, 4
 

@@ -20,6 +20,8 @@ from validation import raw_suites
 from validation.events import RULE_NAMES, validate_events
 from validation.raw_suites import SCHEMA_RULE, catalog_suite, check, contract_frame, events_suite, validate_contract
 
+pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
+
 DAY = "2026-11-01"
 START = pd.Timestamp(DAY, tz="UTC")
 AS_OF = START + pd.Timedelta(hours=20)

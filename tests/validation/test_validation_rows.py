@@ -78,6 +78,7 @@ def assert_agree(rows: list[dict], existing: bool) -> None:
     assert [{k: v[k] for k in s.EVENT_COLUMNS} for v in row_accepted] == as_records(accepted)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(ROW, GOOD), min_size=1, max_size=12), st.booleans())
 def test_row_path_agrees_with_the_vectorised_rules(rows: list[dict], existing: bool) -> None:
