@@ -278,7 +278,9 @@ def test_one_raw_part_per_pass_and_a_retry_is_stored_once(root: Settings) -> Non
     import pyarrow.parquet as pq
 
     from pipeline.data.events import BATCHES
-    from pipeline.serve.api import EventIn, Intake, Service, batch_digest, event_text
+    from pipeline.serve.intake import Intake, batch_digest, event_text
+    from pipeline.serve.models import EventIn
+    from pipeline.serve.service import Service
 
     clock = Clock(START)
     service = Service(root, clock)
@@ -336,7 +338,8 @@ def test_two_serving_processes_neither_lose_nor_duplicate_events(root: Settings)
 
 
 def test_an_intake_pass_waits_while_another_process_holds_the_data_root(root: Settings) -> None:
-    from pipeline.serve.api import EventIn, Service
+    from pipeline.serve.models import EventIn
+    from pipeline.serve.service import Service
 
     holder, other = Service(root, Clock(START)), Service(root, Clock(START))  # separate lock handles, like processes
     other.open()  # the Feast repo: slow once, not what is waited for below
@@ -428,7 +431,7 @@ def test_merge_recent_is_last_interactions_of_stored_plus_new(seed: int) -> None
     import numpy as np
 
     from pipeline.features.definitions import last_interactions
-    from pipeline.serve.api import merge_recent
+    from pipeline.serve.online import merge_recent
 
     rng = np.random.default_rng(seed)
     def plays(n: int) -> list[tuple[int, int, bool]]:
