@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import schema as s
-from pipeline.core.config import Settings
+from pipeline.core.config import Settings, WorldConfig
 from pipeline.core.io import atomic_write_json
 from pipeline.publish.files import date_dir
 
@@ -124,3 +124,9 @@ def catalog_mix(catalog: pd.DataFrame, user: int, mix: int, artists: list[int]) 
     slots[s.TRACK_ID] = picked[s.TRACK_ID].to_numpy()
     slots[s.ARTIST_ID] = picked[s.ARTIST_ID].to_numpy()
     return slots
+
+
+# --- end-to-end ---------------------------------------------------------------------------------------------------
+
+TINY_WORLD = WorldConfig(seed=11, n_users=40, n_tracks=1200, n_artists=150, history_days=4, plays_per_day=25)
+NIGHTS = 3  # the last history days of the e2e world that get mixes (and a monitoring row)

@@ -1,4 +1,46 @@
+"""The end-to-end tier's shared set-up: one tiny world run through every DAG, read by every test that only reads.
+
+The run is session-scoped (under xdist, the e2e modules share one worker through `xdist_group`, so it is built
+once): `airflow dags test` for features, retrain, index, nightly and monitor on the last history day, then
+nightly + monitor for the nights before it, so the health charts have a trend.
+"""
+
+from __future__ import annotations
+
 import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.config import Settings, TrainingConfig, save_settings
+from pipeline.ops.airflow_env import run_dag
+from pipeline.ops.demo import run_loop
+from pipeline.sim.world import create_world, history_days
+from tests.helpers import NIGHTS, TINY_WORLD
 
 # A failing task retries twice (the DAGs' contract); in tests the wait between tries is short.
 os.environ.setdefault("DAILYMIX_RETRY_DELAY_SECONDS", "1")
+
+E2E_GROUP = pytest.mark.xdist_group("e2e-tiny-world")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every e2e test on one xdist worker, so the session-scoped tiny world is built once."""
+    for item in items:
+        if Path(item.path).is_relative_to(Path(__file__).parent):
+            item.add_marker(E2E_GROUP)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The tiny world after every DAG ran (see the module docstring). Tests that change it add days after it or
+    rerun idempotent steps; none removes what it wrote."""
+    home = tmp_path_factory.mktemp("dailymix-e2e")
+    settings = Settings(home=home, n_shards=2, world=TINY_WORLD, training=TrainingConfig(holdout_days=1))
+    save_settings(settings)
+    settings, _ = create_world(settings)
+    run_loop(home, progress=lambda _: None)
+    for day in history_days(TINY_WORLD)[-NIGHTS:-1]:  # a backfill: the latest pointer stays on the last night
+        run_dag(home, "dailymix_nightly", day)
+        run_dag(home, "dailymix_monitor", day)
+    return settings

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import PROJECT_ROOT, Settings, TrainingConfig, WorldConfig, save_settings
-from pipeline.ops.airflow_env import airflow_env, run_dag
-from pipeline.ops.cli import main as cli
-from pipeline.ops.demo import run_loop
+from pipeline.core.config import PROJECT_ROOT, Settings
+from pipeline.ops.airflow_env import airflow_env
 from pipeline.publish.files import read_publication
-from pipeline.sim.world import history_days
+from tests.helpers import NIGHTS
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +34,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "daily-mix-page.png"
 DAG_IDS = ("dailymix_features", "dailymix_retrain", "dailymix_index", "dailymix_nightly", "dailymix_monitor")
-WORLD = WorldConfig(seed=11, n_users=40, n_tracks=1200, n_artists=150, history_days=4, plays_per_day=25)
-NIGHTS = 3  # the last history days that get mixes (and a monitoring row)
 
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("Chromium is not installed (Debian: apt-get install chromium chromium-driver; .ci/run does this "
@@ -45,22 +41,12 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo run: every DAG through Airflow on the tiny world, then nightly + monitor for the two nights before.
-
-    DAILYMIX_PAGE_TEST_HOME names a data root a previous run of this fixture left (pytest keeps the last
-    three basetemps): the browser part then reruns in a minute instead of redoing the DAG runs.
-    """
+def home(tiny_world: Settings) -> Path:
+    """The e2e tier's tiny world (tests/e2e/conftest.py), or a data root named by DAILYMIX_PAGE_TEST_HOME (one a
+    previous run left: the browser part then reruns in a minute instead of redoing the DAG runs)."""
     if os.environ.get("DAILYMIX_PAGE_TEST_HOME"):
         return Path(os.environ["DAILYMIX_PAGE_TEST_HOME"])
-    root = tmp_path_factory.mktemp("dailymix-page")
-    save_settings(Settings(home=root, n_shards=2, world=WORLD, training=TrainingConfig(holdout_days=1)))
-    assert cli(["--home", str(root), "world"]) == 0
-    run_loop(root, progress=lambda _: None)
-    for day in history_days(WORLD)[-NIGHTS:-1]:  # a backfill: the latest pointer stays on the last night
-        run_dag(root, "dailymix_nightly", day)
-        run_dag(root, "dailymix_monitor", day)
-    return root
+    return tiny_world.home
 
 
 def _free_port(start: int = 28080) -> int:

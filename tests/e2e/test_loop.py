@@ -12,34 +12,24 @@ import pandas as pd
 import pytest
 
 from pipeline.core import schema as s
-from pipeline.core.config import Settings, TrainingConfig, WorldConfig, save_settings
+from pipeline.core.config import Settings
 from pipeline.core.paths import Layout
 from pipeline.data.events import read_raw_events
 from pipeline.ops.airflow_env import airflow_env, run_dag
-from pipeline.ops.cli import main as cli
-from pipeline.ops.demo import run_loop
 from pipeline.publish.files import MANIFEST, date_dir, read_publication
 from pipeline.reranking.rules import rule_violations
 from pipeline.sim.world import history_days
 
 pytestmark = pytest.mark.e2e
 
-TINY_WORLD = WorldConfig(seed=11, n_users=40, n_tracks=1200, n_artists=150, history_days=4, plays_per_day=25)
+@pytest.fixture(scope="module")
+def loop(tiny_world: Settings) -> Settings:
+    return tiny_world
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    home = tmp_path_factory.mktemp("dailymix-home")
-    settings = Settings(home=home, n_shards=2, world=TINY_WORLD, training=TrainingConfig(holdout_days=1))
-    save_settings(settings)
-    assert cli(["--home", str(home), "world"]) == 0
-    run_loop(home, progress=lambda _: None)
-    return settings
-
-
-@pytest.fixture(scope="module")
-def day() -> str:
-    return history_days(TINY_WORLD)[-1]
+def day(tiny_world: Settings) -> str:
+    return history_days(tiny_world.world)[-1]
 
 
 def test_every_published_mix_obeys_every_rule(loop: Settings, day: str) -> None:
@@ -53,7 +43,7 @@ def test_every_published_mix_obeys_every_rule(loop: Settings, day: str) -> None:
 
 def test_discovery_flags_match_the_listening_history(loop: Settings, day: str) -> None:
     _, slots = read_publication(loop, day)
-    history = read_raw_events(Layout(loop.home), history_days(TINY_WORLD))
+    history = read_raw_events(Layout(loop.home), history_days(loop.world))
     heard = set(zip(history[s.USER_ID], history[s.TRACK_ID], strict=True))
     played_before = [(u, t) in heard for u, t in zip(slots[s.USER_ID], slots[s.TRACK_ID], strict=True)]
     assert (~slots[s.DISCOVERY].to_numpy() == pd.Series(played_before).to_numpy()).all()
@@ -117,7 +107,7 @@ def test_retrain_run_has_its_metrics_artifacts_and_lineage_in_mlflow(loop: Setti
     assert ope["events"] == run.data.metrics["ope_exploration_events"] == 0 and ope["estimates"] == {}
     version = mlflow_client.get_model_version(loop.model_name, ref.version)
     assert version.tags[CHAMPION_TAG] == "promoted" and version.tags[REASON_TAG] == "no champion yet"
-    days = history_days(TINY_WORLD)
+    days = history_days(loop.world)
     assert version.tags["dailymix.training_end"] == day and version.tags["dailymix.training_start"] == days[0]
     assert int(version.tags["dailymix.training_rows"]) == run.data.metrics["train_rows"] + run.data.metrics[
         "holdout_rows"]
