@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from pipeline.candidates.ann import (
     MISSING,
     AnnoyIndex,
     Tuning,
+    backend_class,
     build_for_recall,
     build_index,
     exact_top_k,
@@ -25,6 +27,11 @@ from pipeline.candidates.ann import (
 
 N, DIM, K = 2000, 32, 50
 FIRST_TRACK = 70_000  # ids differ from rows, so the id mapping is exercised
+QUERY_EFFORT = {"annoy": "search_k", "voyager": "ef"}  # what `with_query_effort` sets
+TUNED_EFFORT = {"annoy": "n_trees", "voyager": "ef"}  # what tuning grows
+# Cheap tunings: annoy doubles trees 2 → 4 → 8, voyager (a small graph) doubles ef K → 2K → 4K.
+CAPPED_TUNING = {"annoy": Tuning(k=K, n_trees=2, max_trees=8),
+                 "voyager": Tuning(k=K, m=8, ef_construction=50, max_ef=4 * K)}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +108,40 @@ class TestContract:
         assert tuned.recall >= 0.95
         assert tuned.attempts[-1]["recall"] == tuned.recall
         assert recall_at_k(load_index(tmp_path), queries, vectors, K) == pytest.approx(tuned.recall)
+
+    def test_with_query_effort_changes_only_the_query_depth(self, backend, built, vectors, queries) -> None:
+        key = QUERY_EFFORT[backend]
+        assert key in built.effort_keys
+        before = dict(built.params)
+        shallow, deep = built.with_query_effort(K), built.with_query_effort(50 * K)
+        for index, effort in ((shallow, K), (deep, 50 * K)):
+            assert type(index) is type(built) and index.path == built.path and index.dim == built.dim
+            np.testing.assert_array_equal(index.track_ids, built.track_ids)
+            assert index.params == {**before, key: effort}
+        assert built.params == before  # a new index, the original untouched
+        assert recall_at_k(shallow, queries, vectors, K) < recall_at_k(deep, queries, vectors, K)  # it searches
+
+    def test_tuned_is_what_build_for_recall_builds_and_is_deterministic(self, backend, tmp_path: Path, vectors,
+                                                                        queries, track_ids) -> None:
+        tuning = replace(CAPPED_TUNING[backend], target_recall=0.9)
+        direct = backend_class(backend).tuned(vectors, track_ids, tmp_path / "a", 7, queries, tuning, K)
+        built = build_for_recall(backend, vectors, track_ids, tmp_path / "b", 7, queries, tuning)
+        assert direct.attempts == built.attempts and direct.recall == built.recall
+        assert direct.index.params == built.index.params
+        assert file_digest(direct.index.path) == file_digest(built.index.path)
+        assert load_index(tmp_path / "a").params == direct.index.params  # saved with the depth it was tuned to
+
+    def test_tuning_short_of_the_target_grows_effort_to_the_cap_and_returns_the_last(self, backend, tmp_path: Path,
+                                                                                      vectors, queries,
+                                                                                      track_ids) -> None:
+        key = TUNED_EFFORT[backend]
+        unreachable = replace(CAPPED_TUNING[backend], target_recall=1.01)
+        tuned = build_for_recall(backend, vectors, track_ids, tmp_path, 7, queries, unreachable)
+        efforts = [attempt[key] for attempt in tuned.attempts]
+        assert efforts == [efforts[0] * 2**i for i in range(len(efforts))] and len(efforts) == 3
+        assert tuned.index.params[key] == efforts[-1]
+        assert tuned.recall == tuned.attempts[-1]["recall"] < 1.01
+        assert load_index(tmp_path).params == tuned.index.params
 
 
 def test_unknown_backend_is_refused(tmp_path: Path, vectors, track_ids) -> None:
