@@ -1,5 +1,4 @@
-"""The API's collaborators for one data root, composed: what each handler calls, and the intake that coalesces POSTs.
-"""
+"""The API's collaborators for one data root, composed: what each handler calls, and the coalesced event intake."""
 
 from __future__ import annotations
 
