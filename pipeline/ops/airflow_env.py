@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -47,11 +48,13 @@ def airflow_db_migrate(home: Path) -> None:
     _run([airflow_executable(), "db", "migrate"], airflow_env(home), log)
 
 
-def run_dag(home: Path, dag_id: str, day: str) -> float:
-    """`airflow dags test DAG DAY`; returns seconds; raises with the log's tail on failure."""
+def run_dag(home: Path, dag_id: str, day: str, conf: dict | None = None) -> float:
+    """`airflow dags test DAG DAY` (with `conf` as the run's conf, which sets DAG params); returns seconds; raises
+    with the log's relevant lines on failure."""
     log = home / "airflow" / "logs" / "dags-test" / f"{dag_id}-{day}.log"
     started = time.perf_counter()
-    _run([airflow_executable(), "dags", "test", dag_id, day], airflow_env(home), log)
+    command = [airflow_executable(), "dags", "test", dag_id, day, *(["--conf", json.dumps(conf)] if conf else [])]
+    _run(command, airflow_env(home), log)
     text = log.read_text(errors="replace")
     states = re.findall(r"DagRun Finished: .*?\bstate=(\w+)", text)
     if states[-1:] != ["success"]:  # `dags test` exits 0 even when the run failed
