@@ -43,6 +43,10 @@ class CompiledRanker:
         p = self._predictor.predict(tl2cgen.DMatrix(matrix)).reshape(len(matrix), -1)[:, -1]
         return np.column_stack([1.0 - p, p])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the loaded library handle (a ctypes pointer); it is loaded again on first use."""
+        return {**self.__dict__, "_predictor": None}
+
     def score(self, features: pd.DataFrame) -> np.ndarray:
         """P(played through) per row: the `Scorer` interface."""
         return self.predict_proba(features)[:, 1]

@@ -26,9 +26,3 @@ class TestCompiledRanker(ScorerContract):
         cache = tmp_path_factory.mktemp("compiled")
         compile_ranker(model, cache)  # compiled once; every new scorer loads the cached library
         return lambda: compile_ranker(model, cache)
-
-    @pytest.mark.xfail(raises=ValueError, strict=True,
-                       reason="CompiledRanker keeps its loaded tl2cgen Predictor (a ctypes handle) in a dataclass "
-                              "field, so once it has scored, pickling fails")
-    def test_a_scorer_that_has_scored_still_pickles_and_scores_the_same(self, scorer, features) -> None:
-        super().test_a_scorer_that_has_scored_still_pickles_and_scores_the_same(scorer, features)
