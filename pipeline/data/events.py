@@ -141,9 +141,9 @@ def _write_explore_rows(events: pa.Table, target: Path) -> Path | None:
 
 
 def remove_source_parts(layout: Layout, day: str, source: FileSource, keep: str | None = None) -> None:
-    """Remove the parts of `day` holding rows of `source` (but `keep`), with their exploration copies; the parts of
-    every other source stay as they are."""
-    for folder in (layout.raw_events(day), layout.exploration(day)):
+    """Remove the parts of `day` holding rows of `source` (but `keep`), with their exploration copies and quarantined
+    rows; the parts of every other source stay as they are."""
+    for folder in (layout.raw_events(day), layout.exploration(day), layout.quarantine(day)):
         for name in part_names(folder):
             if source.owns(name) and name != keep:
                 (folder / name).unlink(missing_ok=True)

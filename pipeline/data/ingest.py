@@ -182,17 +182,15 @@ def ingest_file(
     source = Path(path)
     day_bounds(day)  # a malformed day must not become a directory name
     origin = FileSource.of(source, layout)
-    quarantine_part = layout.quarantine(day) / f"{source.stem}.parquet"
     if contract_root is not None:
         _check_catalog_contract(catalog, source, day, contract_root)
     try:
         frame = read_events_file(source)
         frame = _check_columns(frame, source)
     except IngestError:
-        remove_source_parts(layout, day, origin)  # the previous result of this file is stale now
-        quarantine_part.unlink(missing_ok=True)
-        raise
+        raise  # a refused file touches nothing stored before
     part = origin.part_name()
+    quarantine_part = layout.quarantine(day) / part  # named like the raw part: files never share one
     durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())
     accepted, reasons = validate_events(
         frame,
@@ -217,12 +215,10 @@ def ingest_file(
     )
     share = report.quarantined / report.rows_read if report.rows_read else 0.0
     if share > max_bad_row_share:
-        remove_source_parts(layout, day, origin)
         refused = replace(report, raw_path=None)
         raise IngestError(_threshold_message(refused, share, max_bad_row_share, stats), refused)
     if contract_root is not None and (broken := _events_contract_problem(accepted, report, durations, as_of,
                                                                          contract_root)):
-        remove_source_parts(layout, day, origin)
         raise IngestError(broken, replace(report, raw_path=None))
     write_part(layout, day, part, frame_table(accepted))
     remove_source_parts(layout, day, origin, keep=part)  # an earlier version of this file

@@ -280,7 +280,7 @@ def test_quarantine_keeps_original_values(tmp_path: Path, layout: Layout, catalo
     path = events_file(tmp_path, fmt, rows)
     report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1.0)
     q = pd.read_parquet(report.quarantine_path)
-    assert report.quarantine_path == layout.quarantine(DAY) / "events.parquet"
+    assert report.quarantine_path == layout.quarantine(DAY) / report.raw_path.name
     assert s.POSITION not in q.columns
     assert list(q.columns[-3:]) == [s.QUARANTINE_REASON, s.SOURCE_FILE, s.SOURCE_ROW]
     row = q.iloc[0]
@@ -295,7 +295,7 @@ def test_quarantine_keeps_original_values(tmp_path: Path, layout: Layout, catalo
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_above_threshold_refuses_batch_and_removes_previous_part(
+def test_above_threshold_refuses_the_file_and_keeps_what_was_stored(
     tmp_path: Path, layout: Layout, catalog: pd.DataFrame, fmt: str
 ) -> None:
     good = ingest_file(events_file(tmp_path, fmt, good_rows()), DAY, layout, catalog)
@@ -309,9 +309,8 @@ def test_above_threshold_refuses_batch_and_removes_previous_part(
     message = str(err.value)
     assert message.startswith(f"events.{fmt}: 3 of 200 rows (1.5%) quarantined, above the 1.0% threshold.")
     assert "Most common: unknown_track ×2 (first at row 12); bad_type:ts ×1 (first at row 3)." in message
-    assert str(layout.quarantine(DAY) / "events.parquet") in message
-    assert not good.raw_path.exists()
-    assert read_raw_events(layout, [DAY]).empty
+    assert str(err.value.report.quarantine_path) in message
+    assert good.raw_path.exists() and len(read_raw_events(layout, [DAY])) == 200  # refused: nothing stored is touched
     assert quarantine_of(err.value.report) == {3: "bad_type:ts", 12: "unknown_track", 90: "unknown_track"}
     assert err.value.report.raw_path is None
     assert err.value.report.accepted + err.value.report.quarantined == err.value.report.rows_read
@@ -333,7 +332,7 @@ def test_exploration_events_are_kept_in_their_own_partition(
     raw = read_raw_events(layout, [DAY])
     assert len(raw) == N_ROWS  # the raw log keeps every row; the partition is a copy of its explore rows
 
-    # Re-ingesting the file without exploration rows leaves no stale partition; a refused batch removes it too.
+    # Re-ingesting the file without exploration rows leaves no stale partition; a refused batch touches nothing.
     ingest_file(events_file(tmp_path, "csv", [r for r in rows if r[s.POLICY] != s.POLICY_EXPLORE]), DAY, layout,
                 catalog)
     assert read_exploration_events(layout, [DAY]).empty
@@ -342,7 +341,7 @@ def test_exploration_events_are_kept_in_their_own_partition(
     put(track_id={12: 9999, 90: 9998, 91: 9997})(broken)
     with pytest.raises(IngestError):
         ingest_file(events_file(tmp_path, "csv", broken), DAY, layout, catalog)
-    assert read_exploration_events(layout, [DAY]).empty
+    assert len(read_exploration_events(layout, [DAY])) == len(expected)
 
 
 def test_exactly_at_threshold_is_accepted(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
@@ -439,13 +438,13 @@ def test_a_file_of_the_same_name_from_elsewhere_never_touches_stored_events(
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_missing_required_column(tmp_path: Path, layout: Layout, catalog: pd.DataFrame, fmt: str) -> None:
-    """A file-level error; the previous result of the same source is removed, as it is now stale."""
+    """A file-level error: the file is refused and what was stored before, from this source too, is kept."""
     previous = ingest_file(events_file(tmp_path, fmt, good_rows(10)), DAY, layout, catalog)
     rows = [{k: v for k, v in r.items() if k != s.SKIPPED} for r in good_rows(10)]
     with pytest.raises(IngestError, match=rf"events\.{fmt}: missing required column\(s\) skipped"):
         ingest_file(events_file(tmp_path, fmt, rows), DAY, layout, catalog)
-    assert previous.raw_path is not None and not previous.raw_path.exists()
-    assert list(layout.raw_events(DAY).iterdir()) == []
+    assert previous.raw_path is not None and previous.raw_path.exists()
+    assert len(read_raw_events(layout, [DAY])) == 10
 
 
 @pytest.mark.parametrize("content", ["header", "zero_bytes"])

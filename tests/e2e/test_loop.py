@@ -172,9 +172,10 @@ def test_malformed_events_file_is_rejected_by_the_cli_with_nothing_lost(loop: Se
                              "--date", day], capture_output=True, text=True, env=airflow_env(loop.home))
     assert result.returncode == 1
     assert "bad-events.csv" in result.stderr and "3 of 50 rows" in result.stderr
-    quarantined = pd.read_parquet(Layout(loop.home).quarantine(day) / "bad-events.parquet")
+    (quarantine_part,) = Layout(loop.home).quarantine(day).glob("bad-events-*.parquet")
+    quarantined = pd.read_parquet(quarantine_part)
     assert sorted(quarantined[s.SOURCE_ROW].astype(int)) == [4, 8, 10]
-    assert not (Layout(loop.home).raw_events(day) / "bad-events.parquet").exists()
+    assert not list(Layout(loop.home).raw_events(day).glob("bad-events-*.parquet"))
 
 
 def test_a_unit_bug_upstream_is_stopped_by_the_skew_gate(loop: Settings, day: str) -> None:
