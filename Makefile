@@ -27,7 +27,7 @@ test: $(STAMP)   ## everything: lint, import contracts, unit, DAG integrity, int
 test-fast: $(STAMP)  ## the developer loop (under 2 minutes): lint, import contracts, unit tests not marked slow
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n auto -m "not e2e and not integration and not dags and not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not slow" --ignore=tests/e2e --ignore=tests/integration --ignore=tests/dags
 
 lint: $(STAMP)   ## ruff and the import-linter contracts (the layering of pipeline/)
 	$(BIN)/ruff check .

@@ -12,6 +12,8 @@ from pipeline.features import store as fs
 from pipeline.serve.online import LastTen
 from tests.contracts.online_table import OnlineTableContract
 
+pytestmark = pytest.mark.slow  # opening Feast's store for the first time in a process takes ~20 s
+
 
 class TestSqliteOnlineTable(OnlineTableContract):
     @pytest.fixture

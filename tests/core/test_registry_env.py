@@ -24,6 +24,7 @@ def test_client_keeps_the_environment_so_another_data_root_gets_its_own_store(tm
     assert load_settings(tmp_path / "second").tracking_uri.endswith("second/mlruns/mlflow.db")
 
 
+@pytest.mark.slow
 def test_a_users_override_survives_the_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     registry.client(Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'x.db'}"))
