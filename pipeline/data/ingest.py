@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core import schema as s
+from pipeline.core.io import frame_digest
 from pipeline.core.paths import Layout
 from pipeline.data.events import (
     TEXT,
@@ -237,13 +238,24 @@ def _check_columns(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
     return frame
 
 
+_CATALOGS_IN_CONTRACT: set[tuple[str, str]] = set()  # (contract root, catalog digest) validated in this process
+
+
 def _check_catalog_contract(catalog: pd.DataFrame, source: Path, day: str, contract_root: Path) -> None:
-    """A broken catalog (duplicate ids, zero durations) would make unknown_track and absurd_duration lie."""
+    """A broken catalog (duplicate ids, zero durations) would make unknown_track and absurd_duration lie.
+
+    A catalog is validated once per content and contract root in a process: a run ingesting many days of one
+    catalog checks it once (the result cannot differ), and a changed catalog is checked again.
+    """
     from validation.raw_suites import catalog_suite, validate_contract
 
+    key = (str(contract_root), frame_digest(catalog))
+    if key in _CATALOGS_IN_CONTRACT:
+        return
     result = validate_contract(catalog, catalog_suite(), contract_root, f"{day}-{source.stem}-catalog")
     if not result.success:
         raise IngestError(f"{source.name}: the catalog breaks its contract: {_listed(result)}")
+    _CATALOGS_IN_CONTRACT.add(key)
 
 
 def _events_contract_problem(

@@ -12,7 +12,6 @@ both. The same slots always hash to the same file, so a rerun leaves byte-identi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +20,7 @@ import pandas as pd
 
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
-from pipeline.core.io import atomic_write_json, atomic_write_parquet, read_json
+from pipeline.core.io import atomic_write_json, atomic_write_parquet, frame_digest, read_json
 from pipeline.core.paths import Layout
 from pipeline.reranking.rules import rule_violations
 
@@ -40,9 +39,7 @@ def date_dir(settings: Settings, day: str) -> Path:
 
 def content_hash(slots: pd.DataFrame) -> str:
     """Hash of the values and the schema (names and dtypes), so a schema change is new content."""
-    digest = hashlib.sha256(repr([(str(c), str(t)) for c, t in slots.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(slots, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return frame_digest(slots)[:16]
 
 
 def publish(settings: Settings, plan_path: str, shard_paths: list[str], run_id: str) -> dict:
