@@ -148,5 +148,9 @@ class LocalCeleryCluster:
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    """Signal the process group `process` leads, unless it has exited: once reaped, its id may already belong to
+    an unrelated process group."""
+    if process.poll() is not None:
+        return
     with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(process.pid, sig)  # the group this process leads (start_new_session), by its own id

@@ -1,6 +1,6 @@
 """The end-to-end tier's shared set-up: one tiny world run through every DAG, read by every test that only reads.
 
-The run is session-scoped (under xdist, the e2e modules share one worker through `xdist_group`, so it is built
+The run is session-scoped (under xdist, the e2e folder runs on one worker: tests/conftest.py, so it is built
 once): `airflow dags test` for features, retrain, index, nightly and monitor on the last history day, then
 nightly + monitor for the nights before it, so the health charts have a trend.
 """
@@ -8,7 +8,6 @@ nightly + monitor for the nights before it, so the health charts have a trend.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -20,15 +19,6 @@ from tests.helpers import NIGHTS, TINY_WORLD
 
 # A failing task retries twice (the DAGs' contract); in tests the wait between tries is short.
 os.environ.setdefault("DAILYMIX_RETRY_DELAY_SECONDS", "1")
-
-E2E_GROUP = pytest.mark.xdist_group("e2e-tiny-world")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every e2e test on one xdist worker, so the session-scoped tiny world is built once."""
-    for item in items:
-        if Path(item.path).is_relative_to(Path(__file__).parent):
-            item.add_marker(E2E_GROUP)
 
 
 @pytest.fixture(scope="session")
