@@ -22,7 +22,7 @@ demo: $(STAMP)   ## fresh world → every DAG through Airflow → summary
 test: $(STAMP)   ## everything: lint, import contracts, unit, DAG integrity, integration and end-to-end tests
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)  ## the developer loop (under 2 minutes): lint, import contracts, unit tests not marked slow
 	$(BIN)/ruff check .

@@ -15,12 +15,8 @@ from tests.helpers import make_events
 
 SEED = 1234
 TIER_OF_FOLDER = {"e2e": "e2e", "integration": "integration", "dags": "dags"}
-# Tests of these folders share set-ups (a world run through every DAG, services, a local cluster) and some run
-# in order within a module: under xdist each folder runs on one worker.
-ONE_WORKER_FOLDERS = ("e2e", "integration")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by the folder it lives in (tests/e2e → e2e, ...), so tiers are chosen with -m."""
     root = Path(__file__).parent
@@ -28,8 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = Path(item.path).relative_to(root).parts[0]
         if folder in TIER_OF_FOLDER:
             item.add_marker(TIER_OF_FOLDER[folder])
-        if folder in ONE_WORKER_FOLDERS:
-            item.add_marker(pytest.mark.xdist_group(folder))
 
 DAY = "2026-11-01"
 

@@ -1,8 +1,8 @@
 """The end-to-end tier's shared set-up: one tiny world run through every DAG, read by every test that only reads.
 
-The run is session-scoped (under xdist, the e2e folder runs on one worker: tests/conftest.py, so it is built
-once): `airflow dags test` for features, retrain, index, nightly and monitor on the last history day, then
-nightly + monitor for the nights before it, so the health charts have a trend.
+The run is session-scoped, so it is built once per test session: `airflow dags test` for features, retrain,
+index, nightly and monitor on the last history day, then nightly + monitor for the nights before it, so the
+health charts have a trend.
 """
 
 from __future__ import annotations
