@@ -291,9 +291,38 @@ class ListenerConfig(_Config):
     fatigue_cap: float = Field(0.3, ge=0, le=1, description="Most skip probability fatigue can add.")
     fatigue_days: int = Field(7, ge=1, description="Days of a listener's own starts that cause fatigue.")
     mix_preference: float = Field(
-        1.0, ge=0, description="How much listeners favour the mixes they like: a session plays mix m with "
-        "probability proportional to (m's mean true affinity over its first `session_tracks` slots + 0.05) to this "
-        "power. 0 = every mix equally often.")
+        2.0, ge=0, description="Attention is scarce: a session plays mix m with probability proportional to "
+        "exp(this × m's mean expressed affinity over its first `session_tracks` slots), the multinomial logit choice "
+        "of RecSim's interest-evolution users (Ie et al. 2019). 2 keeps the odds of the earlier power-law choice at "
+        "typical likings (0.95 against 0.15: 5 to 1). 0 = every mix equally often.")
+    organic_share: float = Field(
+        0.3, ge=0, le=1, description="Share of each day's starts the listener chooses alone (organic, no mix id): "
+        "genres in proportion to expressed taste, tracks by popularity. Anderson et al., WWW 2020, split Spotify "
+        "listening into organic and programmed; 0.3 is a starting point in that spirit, not a measured share.")
+    latent_like_prob: float = Field(
+        0.2, ge=0, le=1, description="Chance that a genre outside the listener's tastes is latent-liked (affinity "
+        "~U(0.5, 0.9), else ~U(0, 0.2)) and absent from their history: every user likes every genre somewhat, as "
+        "RecSim's interest-evolution users have an interest in every topic and Chaney et al. (RecSys 2018) users a "
+        "preference for every item. 0.2 is a starting point, not fitted.")
+    unfamiliar_familiarity: float = Field(
+        0.3, ge=0, le=1, description="Familiarity (φ) of a genre outside the taste genres, and the level it fades "
+        "to: expressed affinity = latent affinity × familiarity, the mere-exposure effect of Curmei et al. "
+        "(RecSys 2022). Taste genres start at 1.")
+    familiarity_gain: float = Field(
+        0.1, ge=0, le=1, description="Each completed play of a genre moves its familiarity this share of the way to "
+        "1 (f ← f + gain (1 − f)); the step size of RecSim's interest evolution (0.1) and Curmei et al.'s "
+        "mere-exposure update.")
+    familiarity_decay: float = Field(
+        0.1, ge=0, le=1, description="Each simulated week without a completed play of a genre moves its familiarity "
+        "this share of the way back to `unfamiliar_familiarity` (λ): exposure effects fade without exposure "
+        "(Curmei et al., RecSys 2022). 0.1 is a starting point.")
+    habit_rate: float = Field(
+        0.1, ge=0, le=1, description="Each simulated week a listener's genre weights move this share of the way "
+        "(β, zero-sum) toward the shares of what they completed that week: preferences drift toward what is "
+        "consumed, as in Jiang et al., AIES 2019, and RecSim's interest evolution (step 0.1).")
+    satiation_per_play: float = Field(
+        0.0, ge=0, le=1, description="Skip probability added per earlier start of the same genre that day (at most "
+        "`fatigue_cap`): satiation. Off by default: no published rate for a daily music session to start from.")
 
 
 class Settings(_Config):
