@@ -75,9 +75,9 @@ class RetrievalConfig(_Config):
     factors: int = Field(32, ge=2, description="ALS embedding dimension.")
     als_iterations: int = Field(15, ge=1, description="ALS sweeps.")
     als_regularization: float = Field(0.05, ge=0, description="ALS L2 penalty.")
-    backend: Literal["annoy", "voyager"] = Field(
-        "annoy", description="ANN backend: 'annoy' (memory-mapped, shared by all workers on a node) or 'voyager' "
-        "(HNSW, loaded per process).")
+    backend: Literal["annoy", "voyager", "faiss"] = Field(
+        "annoy", description="ANN backend: 'annoy' (memory-mapped, shared by all workers on a node), 'voyager' "
+        "(HNSW, loaded per process) or 'faiss' (inverted file, batched queries, memory-mapped).")
     target_recall: float = Field(
         0.95, ge=0, le=1, description="recall@1000 vs exact search the index build aims for: Annoy trees are doubled "
         "(Voyager's query depth ef too) until the sample queries reach it, up to the caps below.")
@@ -90,6 +90,10 @@ class RetrievalConfig(_Config):
     voyager_m: int = Field(16, ge=2, le=128, description="Voyager graph degree M (more: better recall, bigger).")
     voyager_ef_construction: int = Field(200, ge=1, description="Voyager build-time search depth.")
     voyager_max_ef: int = Field(8000, ge=1, description="Most query depth ef Voyager may use (it starts at k).")
+    faiss_nlist: int = Field(0, ge=0, description="faiss inverted-file cells (0: about 4 * sqrt(tracks)).")
+    faiss_nprobe: int = Field(8, ge=1, description="faiss cells scanned per query at the first try (doubled while "
+                              "under target_recall).")
+    faiss_max_nprobe: int = Field(512, ge=1, description="Most cells faiss may scan per query.")
     candidates_per_cluster: int = Field(1000, ge=1, description="ANN neighbours fetched per taste cluster.")
     genre_candidates: int = Field(
         50, ge=0, description="Per taste cluster, besides its ANN neighbours: this many of the cluster genre's most "
@@ -213,7 +217,7 @@ class BenchConfig(_Config):
     tracks: int = Field(1_000_000, ge=100, description="Catalog size of the synthetic world.")
     users: int = Field(20_000, ge=1, description="Users measured through the shard code (a second pass runs U/4).")
     dim: int = Field(64, ge=2, description="Embedding dimension.")
-    backend: Literal["annoy", "voyager"] = Field("annoy", description="ANN backend the shard path uses.")
+    backend: Literal["annoy", "voyager", "faiss"] = Field("annoy", description="ANN backend the shard path uses.")
     seed: int = Field(7, description="Seed of the world, the ranker and the indexes.")
     candidates: int = Field(1000, ge=1, description="k of recall@k and of the retrieval comparison.")
     plays_per_user: float = Field(120.0, gt=0, description="Mean history length (completed + skipped) per user.")
@@ -228,6 +232,8 @@ class BenchConfig(_Config):
     voyager_m: int = Field(16, ge=2, description="Voyager graph degree.")
     voyager_ef_construction: int = Field(100, ge=1, description="Voyager build-time depth.")
     voyager_ef: int = Field(1000, ge=1, description="Voyager query depth.")
+    faiss_nlist: int = Field(0, ge=0, description="faiss inverted-file cells (0: about 4 * sqrt(tracks)).")
+    faiss_nprobe: int = Field(32, ge=1, description="faiss cells scanned per query.")
     cache: str = Field("", description="Directory to keep built indexes between runs (default: under the home).")
     single_scores: int = Field(500, ge=1, description="Candidates scored one call each vs one batched call.")
 

@@ -21,7 +21,7 @@ def test_every_leaf_setting_has_a_row_with_its_default_and_a_description() -> No
                                                "default": "0.1", "bounds": "≥ 0, ≤ 1", "env": "",
                                                "description": "Share of slots filled by exploration (epsilon)."}
     assert table["mlflow_tracking_uri"]["env"] == "MLFLOW_TRACKING_URI"
-    assert table["retrieval.backend"]["type"] == '"annoy" \\| "voyager"'
+    assert table["retrieval.backend"]["type"] == '"annoy" \\| "voyager" \\| "faiss"'
     assert "rerank" not in table and "world" not in table  # groups are flattened, not listed
     assert all(row["description"] for row in table.values()), [k for k, r in table.items() if not r["description"]]
 
