@@ -11,8 +11,8 @@ To stay fast on a laptop the nightly publishes once per simulated week (its firs
 replay that week's mixes for 7 days; the skew gate (Great Expectations, seconds per night) is skipped, as the
 simulator's features come from the same code path it guards, and so are the contract checks of the files it
 lands and the monitor's MLflow logging. The monitor's health row covers the week's listening. The default world
-is smaller than the demo's (`SIMULATION_WORLD`). Ground truth (`true_satisfaction`) comes from the world's
-tastes, which the platform itself never reads.
+is smaller than the demo's (`SIMULATION_WORLD`). Ground truth (`true_satisfaction`, the listeners' expressed
+affinity for what was published) comes from the listeners' moving tastes, which the platform itself never reads.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pipeline.monitor import health as monitor
 from pipeline.nightly.flow import nightly_flow
 from pipeline.publish.files import publish, read_publication
 from pipeline.sim.listeners import Listeners
-from pipeline.sim.world import generate_world, history_days, true_affinity, write_world
+from pipeline.sim.world import World, generate_world, history_days, write_world
 from pipeline.train import retrain
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ SIMULATION_TRAINING = {"max_iter": 100}
 REPORT_METRICS = (
     "global_genre_entropy", "mean_mix_genre_entropy", "user_genre_entropy", "coverage", "exposure_gini",
     "discovery_share", "skip_rate", "skip_rate_explore", "skip_rate_exploit", "skip_rate_discovery",
-    "skip_rate_familiar", "true_satisfaction",
+    "skip_rate_familiar", "true_satisfaction", "completed_plays_per_user", "genres_with_mix_per_user",
 )
 
 
@@ -91,9 +91,8 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
         raise ValueError(f"weeks must be at least 1, got {weeks}")
     save_settings(settings)
     layout = Layout(settings.home)
-    world = generate_world(settings.world)
-    write_world(world, layout)
-    listeners = Listeners(world, listener or ListenerConfig(), settings.seed)
+    listeners = Listeners(generate_world(settings.world), listener or ListenerConfig(), settings.seed)
+    write_world(listeners.world, layout)
     history = history_days(settings.world)
     _features(settings, history)
     publication_day = history[-1]
@@ -105,6 +104,7 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
         clock.lap("retrain + index")
         _nightly(settings, publication_day)
         _, slots = read_publication(settings, publication_day)
+        truth = ground_truth(listeners, slots)
         clock.lap("nightly")
         days = _following_days(publication_day)
         for day in days:
@@ -112,9 +112,10 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
             path = layout.landing(day)
             path.parent.mkdir(parents=True, exist_ok=True)
             events.to_parquet(path, index=False)
+        listeners.end_week()
         _features(settings, days)
         clock.lap("listening + features")
-        rows.append(_monitor_week(settings, week, publication_day, slots, days, world))
+        rows.append(_monitor_week(settings, week, publication_day, slots, days, listeners.world, truth))
         clock.lap("monitor")
         publication_day = days[-1]
         report = {"config": _config(settings, weeks, listener or ListenerConfig()), "weeks": rows}
@@ -157,7 +158,29 @@ def _following_days(day: str) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range(1, DAYS_PER_WEEK + 1)]
 
 
-def _monitor_week(settings: Settings, week: int, day: str, slots: pd.DataFrame, days: list[str], world) -> dict:
+def ground_truth(listeners: Listeners, slots: pd.DataFrame) -> float | None:
+    """Mean expressed affinity of the listeners for the published slots (None when nothing was published)."""
+    if slots.empty:
+        return None
+    return float(listeners.expressed_affinity(slots["user_id"].to_numpy(), slots["track_id"].to_numpy()).mean())
+
+
+def completed_plays_per_user(events: pd.DataFrame, n_users: int) -> float:
+    """Completed (not skipped) starts of the period, organic ones included, per user of the world."""
+    return float((~events["skipped"].astype(bool)).sum() / max(n_users, 1))
+
+
+def genres_with_mix_per_user(slots: pd.DataFrame, n_users: int) -> float:
+    """Distinct genres that are the most frequent genre of one of a user's mixes, per user of the world (a user
+    without mixes counts 0)."""
+    if slots.empty:
+        return 0.0
+    mix_genre = slots.groupby(["user_id", "mix_index"])["genre"].agg(lambda genres: genres.value_counts().index[0])
+    return float(mix_genre.groupby(level=0).nunique().sum() / max(n_users, 1))
+
+
+def _monitor_week(settings: Settings, week: int, day: str, slots: pd.DataFrame, days: list[str], world: World,
+                  truth: float | None) -> dict:
     """The monitor flow for the week (keyed by its publication day): its health row over the week's listening,
     with ground truth, in place of the day's row; the drift check; no MLflow logging."""
     from pipeline.data.events import read_raw_events
@@ -165,8 +188,9 @@ def _monitor_week(settings: Settings, week: int, day: str, slots: pd.DataFrame, 
     def week_row(run: FlowRun) -> dict:
         events = read_raw_events(Layout(run.settings.home), days)
         row = monitor.health_row(run.day, slots, events, len(world.catalog))
-        row["true_satisfaction"] = float(true_affinity(world.tastes, world.catalog, slots["user_id"].to_numpy(),
-                                                       slots["track_id"].to_numpy()).mean()) if len(slots) else None
+        row["true_satisfaction"] = truth
+        row["completed_plays_per_user"] = completed_plays_per_user(events, len(world.users))
+        row["genres_with_mix_per_user"] = genres_with_mix_per_user(slots, len(world.users))
         monitor.store_metrics(run.settings, run.day, row)
         return row
 

@@ -44,7 +44,7 @@ _BROAD_SHARE = 0.2  # users with max_taste_components cells
 _REPLAY_PROB = 0.35  # a start replays one of the user's favourites
 _NOISE_PROB = 0.1  # a fresh track ignores the taste cell (any genre, by global popularity)
 _WARMUP_DAYS = 3.0  # days of unrecorded listening before the history, so day one has favourites too
-_GENRE_SHARE_IN_AFFINITY = 0.75
+GENRE_SHARE_IN_AFFINITY = 0.75
 _SKIP_BASE, _SKIP_SLOPE, _SKIP_RANGE = 0.65, 0.5, (0.05, 0.95)
 _SKIP_MS_RANGE = (5_000, 30_000)
 _COMPLETE_SHARE_RANGE = (0.8, 1.0)
@@ -164,25 +164,26 @@ class _Affinity:
         np.add.at(cells, (rows, genre_codes[:n_taste], mood_codes[:n_taste]), tastes[schema.WEIGHT].to_numpy())
         self.cells = cells
         self.genres = cells.sum(axis=2)
-        best = (_GENRE_SHARE_IN_AFFINITY * self.genres[:, :, None] + (1 - _GENRE_SHARE_IN_AFFINITY) * cells).max(
+        best = (GENRE_SHARE_IN_AFFINITY * self.genres[:, :, None] + (1 - GENRE_SHARE_IN_AFFINITY) * cells).max(
             axis=(1, 2)
         )
         self.norm = np.where(best > 0, best, 1.0)
 
     def score(self, user_ids: np.ndarray, track_ids: np.ndarray) -> np.ndarray:
-        return self.score_rows(_locate(self.users, user_ids, "user"), _locate(self.tracks, track_ids, "track"))
+        return self.score_rows(locate(self.users, user_ids, "user"), locate(self.tracks, track_ids, "track"))
 
     def score_rows(self, user_rows: np.ndarray, track_rows: np.ndarray) -> np.ndarray:
         """Affinity by row positions (user row in tastes order, track row in catalog order)."""
         g, m = self.track_genre[track_rows], self.track_mood[track_rows]
         raw = (
-            _GENRE_SHARE_IN_AFFINITY * self.genres[user_rows, g]
-            + (1 - _GENRE_SHARE_IN_AFFINITY) * self.cells[user_rows, g, m]
+            GENRE_SHARE_IN_AFFINITY * self.genres[user_rows, g]
+            + (1 - GENRE_SHARE_IN_AFFINITY) * self.cells[user_rows, g, m]
         )
         return np.clip(raw / self.norm[user_rows], 0.0, 1.0)
 
 
-def _locate(index: pd.Index, ids: np.ndarray, what: str) -> np.ndarray:
+def locate(index: pd.Index, ids: np.ndarray, what: str) -> np.ndarray:
+    """Positions of `ids` in `index`; KeyError naming the first five unknown ids."""
     rows = index.get_indexer(ids)
     if (rows < 0).any():
         missing = np.unique(ids[rows < 0])[:5].tolist()
