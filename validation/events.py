@@ -34,16 +34,21 @@ DUPLICATE_KEY: tuple[str, ...] = (s.USER_ID, s.TRACK_ID, s.TS)
 MAX_MS_PLAYED = 3_600_000
 # Plays may run past the catalog duration (seek back, replay), but not by this much.
 DURATION_SLACK = 1.5
-_TYPED_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, s.POSITION, s.PROPENSITY)
+# Values the parsers hand to pandas (times, floats) are refused unread beyond this length; every other text column
+# has a bounded form of its own (integers, booleans, the policy names, the mix id).
+MAX_PARSED_CHARS = 64
+_TYPED_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, s.POSITION, s.PROPENSITY, s.MIX_ID)
 _TYPE_HINTS = {
-    s.USER_ID: "an integer",
-    s.TRACK_ID: "an integer",
-    s.TS: "an ISO-8601 timestamp or epoch milliseconds",
+    s.USER_ID: "an integer >= 0",
+    s.TRACK_ID: "an integer >= 0",
+    s.TS: f"an ISO-8601 timestamp or epoch milliseconds (at most {MAX_PARSED_CHARS} characters)",
     s.MS_PLAYED: "an integer",
     s.SKIPPED: "true/false/1/0",
     s.POSITION: "an integer >= 0",
-    s.PROPENSITY: "a float",
+    s.PROPENSITY: f"a float (at most {MAX_PARSED_CHARS} characters)",
+    s.MIX_ID: "a mix id YYYY-MM-DD:<user_id>:<mix index> naming a real day",
 }
+_NON_NEGATIVE: tuple[str, ...] = (s.USER_ID, s.TRACK_ID, s.POSITION)
 
 RULES: tuple[Rule, ...] = (
     *(Rule(f"missing_{c}", f"{c} is null or empty") for c in REQUIRED_COLUMNS),
@@ -80,6 +85,18 @@ _FALSE = ("false", "0")
 _NON_ORGANIC = tuple(p for p in s.POLICIES if p != s.POLICY_ORGANIC)
 
 Masks = dict[str, np.ndarray]
+
+
+def readable_text(value: str) -> str:
+    """`value` as text every store can hold: code points UTF-8 cannot encode (lone surrogates such as "\\ud800")
+    become their backslash escapes, so the row can be quarantined as sent; no rule accepts the escaped form.
+
+    Both doors pass every string they read through this before the rules judge it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def missing_columns(frame: pd.DataFrame) -> list[str]:
@@ -157,11 +174,12 @@ def _parse(text: dict[str, pd.Series], fails: Masks) -> dict[str, pd.Series]:
         parsed[column], fails[f"bad_type:{column}"] = _parse_int(text[column])
     parsed[s.TS], fails[f"bad_type:{s.TS}"] = _parse_ts(text[s.TS])
     parsed[s.SKIPPED], fails[f"bad_type:{s.SKIPPED}"] = _parse_bool(text[s.SKIPPED])
-    negative_position = parsed[s.POSITION].lt(0).fillna(False).to_numpy(bool)
-    fails[f"bad_type:{s.POSITION}"] |= negative_position
-    parsed[s.POSITION] = parsed[s.POSITION].mask(negative_position)
+    for column in _NON_NEGATIVE:
+        negative = parsed[column].lt(0).fillna(False).to_numpy(bool)
+        fails[f"bad_type:{column}"] |= negative
+        parsed[column] = parsed[column].mask(negative)
     parsed[s.PROPENSITY], fails[f"bad_type:{s.PROPENSITY}"] = _parse_float(text[s.PROPENSITY])
-    parsed[s.MIX_ID] = text[s.MIX_ID]
+    parsed[s.MIX_ID], fails[f"bad_type:{s.MIX_ID}"] = _parse_mix_id(text[s.MIX_ID])
     parsed[s.POLICY] = text[s.POLICY]
     return parsed
 
@@ -179,7 +197,7 @@ def _parse_int(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 def _parse_ts(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """UTC timestamps from epoch milliseconds (integers) or ISO-8601 (naive means UTC)."""
-    present = _present(text)
+    present = _present(text) & ~_too_long(text)
     epoch = _fullmatch(text, _INT_PATTERN)
     aware = present & ~epoch & _fullmatch(text, _TZ_PATTERN)
     naive = present & ~epoch & ~aware
@@ -191,7 +209,7 @@ def _parse_ts(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     for part in (aware, naive):
         if part.any():
             ts[part] = _parse_iso(text[part])
-    return ts, present & ts.isna().to_numpy(bool)
+    return ts, _present(text) & ts.isna().to_numpy(bool)
 
 
 def _parse_iso(text: pd.Series) -> pd.Series:
@@ -208,9 +226,26 @@ def _parse_bool(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _parse_float(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    values = pd.Series(_to_float(text.to_numpy(dtype=object, na_value=np.nan)), index=text.index)
+    readable = text.mask(_too_long(text))
+    values = pd.Series(_to_float(readable.to_numpy(dtype=object, na_value=np.nan)), index=text.index)
     bad = _present(text) & ~np.isfinite(values.to_numpy())
     return values.mask(bad), bad
+
+
+def _too_long(text: pd.Series) -> np.ndarray:
+    if not text.notna().any():
+        return np.zeros(len(text), dtype=bool)
+    return text.str.len().gt(MAX_PARSED_CHARS).fillna(False).to_numpy(bool)
+
+
+def _parse_mix_id(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Mix ids of the one form (`schema.mix_day`; NA where missing or bad) and the bad mask."""
+    ok = _fullmatch(text, s.MIX_ID_FORM)
+    if ok.any():
+        days = text[ok].str.slice(0, 10)
+        real = [day for day in days.unique() if s.calendar_day(day) is not None]
+        ok[ok] = days.isin(real).to_numpy(bool)
+    return text.mask(~ok), _present(text) & ~ok
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:
@@ -275,7 +310,7 @@ def _check_policy(parsed: dict[str, pd.Series], text: dict[str, pd.Series], fail
     with np.errstate(invalid="ignore"):
         out_of_range = ~np.isnan(propensity) & ~((propensity > 0) & (propensity <= 1))
     fails["bad_propensity"] = out_of_range | (non_organic & ~_present(text[s.PROPENSITY]))
-    fails["missing_mix_id"] = non_organic & ~_present(parsed[s.MIX_ID])
+    fails["missing_mix_id"] = non_organic & ~_present(text[s.MIX_ID])  # a malformed one is bad_type:mix_id
     parsed[s.POLICY] = policy.fillna(s.POLICY_ORGANIC)
 
 
@@ -419,12 +454,13 @@ def parse_rows(rows: Sequence[Mapping[str, str | None]]) -> list[ParsedRow]:
     for row in rows:
         text = {c: _row_text(row.get(c)) for c in s.EVENT_COLUMNS}
         fails = {f"missing_{c}" for c in REQUIRED_COLUMNS if text[c] is None}
-        values: dict[str, object] = {s.MIX_ID: text[s.MIX_ID], s.POLICY: text[s.POLICY]}
+        values: dict[str, object] = {s.MIX_ID: _row_mix_id(text[s.MIX_ID], fails), s.POLICY: text[s.POLICY]}
         for column in _INT_COLUMNS:
             values[column] = _row_int(text[column], column, fails)
-        if values[s.POSITION] is not None and values[s.POSITION] < 0:
-            fails.add(f"bad_type:{s.POSITION}")
-            values[s.POSITION] = None
+        for column in _NON_NEGATIVE:
+            if values[column] is not None and values[column] < 0:
+                fails.add(f"bad_type:{column}")
+                values[column] = None
         values[s.SKIPPED] = _row_bool(text[s.SKIPPED], fails)
         values[s.TS] = values[s.PROPENSITY] = None
         parsed.append(ParsedRow(values, fails, text))
@@ -437,8 +473,17 @@ def _row_text(value: str | None) -> str | None:
     """`_as_text` for one value: stripped (Python's and Arrow's whitespace are the same set), None if blank."""
     if value is None:
         return None
-    value = value.strip()
+    value = readable_text(value).strip()
     return value or None
+
+
+def _row_mix_id(text: str | None, fails: set[str]) -> str | None:
+    if text is None:
+        return None
+    if s.mix_day(text) is None:
+        fails.add(f"bad_type:{s.MIX_ID}")
+        return None
+    return text
 
 
 def _row_int(text: str | None, column: str, fails: set[str]) -> int | None:
@@ -468,6 +513,8 @@ def _row_timestamps(parsed: list[ParsedRow]) -> None:
         text = row.text[s.TS]
         if text is None:
             continue
+        if len(text) > MAX_PARSED_CHARS:
+            continue
         if _INT_RE.fullmatch(text):
             ns = int(text.split(".", 1)[0]) * 1_000_000
             row.values[s.TS] = ns if _NS_MIN <= ns <= _NS_MAX else None
@@ -487,8 +534,8 @@ def _row_floats(parsed: list[ParsedRow]) -> None:
     given = [row for row in parsed if row.text[s.PROPENSITY] is not None]
     if not given:
         return
-    for row, value in zip(given, _to_float(np.array([r.text[s.PROPENSITY] for r in given], dtype=object)).tolist(),
-                          strict=True):
+    texts = [None if len(r.text[s.PROPENSITY]) > MAX_PARSED_CHARS else r.text[s.PROPENSITY] for r in given]
+    for row, value in zip(given, _to_float(np.array(texts, dtype=object)).tolist(), strict=True):
         if np.isfinite(value):
             row.values[s.PROPENSITY] = value
         else:

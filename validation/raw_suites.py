@@ -6,8 +6,6 @@ declaratively over what ingest *accepted*, so one tool documents and renders eve
 the platform (Data Docs), and a run that passes the pandas rules but fails the suite proves that the
 two descriptions drifted apart. Each event expectation names the pandas rule it mirrors in
 `meta["rule"]` ("schema" for the frame's shape, which `validate_events` guarantees by construction).
-There is deliberately no user_id >= 0 expectation: no pandas rule rejects a negative user id, so the
-suite would refuse whole files over rows the quarantine lets through.
 
 GE is imported lazily: importing it takes seconds and `pipeline.data.ingest` is imported by DAG files.
 """
@@ -91,8 +89,12 @@ def events_suite(
           for c in (s.MIX_ID, s.POLICY)),
         *((f"missing_{c}", e.ExpectColumnValuesToNotBeNull(column=c)) for c in REQUIRED_COLUMNS),
         *((f"bad_type:{c}", e.ExpectColumnValuesToBeOfType(column=c, type_=_dtype_name(s.EVENT_DTYPES[c])))
-          for c in (*REQUIRED_COLUMNS, s.POSITION, s.PROPENSITY)),
-        (f"bad_type:{s.POSITION}", e.ExpectColumnValuesToBeBetween(column=s.POSITION, min_value=0)),
+          for c in (*REQUIRED_COLUMNS, s.POSITION, s.PROPENSITY)),  # mix_id's type: the schema rule above
+        *((f"bad_type:{c}", e.ExpectColumnValuesToBeBetween(column=c, min_value=0))
+          for c in (s.USER_ID, s.POSITION)),  # a negative track id is not in the catalog (catalog:negative_id)
+        (f"bad_type:{s.MIX_ID}", e.ExpectColumnValuesToMatchRegex(column=s.MIX_ID, regex=f"^{s.MIX_ID_FORM}$")),
+        (f"bad_type:{s.MIX_ID}", e.ExpectColumnValueLengthsToBeBetween(
+            column=s.MIX_ID, min_value=1, max_value=s.MIX_ID_MAX_LENGTH)),
         ("unknown_track", e.ExpectColumnValuesToBeInSet(column=s.TRACK_ID, value_set=_ids(catalog_track_ids))),
         ("negative_duration", e.ExpectColumnValuesToBeBetween(column=s.MS_PLAYED, min_value=0)),
         ("absurd_duration", e.ExpectColumnValuesToBeBetween(column=s.MS_PLAYED, max_value=MAX_MS_PLAYED)),

@@ -89,8 +89,10 @@ PUBLISHED_DTYPES: dict[str, str] = {
     MODEL_VERSION: "object", INDEX_VERSION: "object", FEATURE_VERSION: "object",
 }
 
-# A mix id names the night that published it, the user and the mix: "YYYY-MM-DD:<user_id>:<mix_index>".
-MIX_ID_PATTERN = re.compile(r"(\d{4}-\d{2}-\d{2}):(\d{1,19}):(\d{1,3})")
+# A mix id names the night that published it, the user and the mix: "YYYY-MM-DD:<user_id>:<mix_index>", ASCII
+# digits only (the form is also read by Arrow's RE2, whose classes are ASCII, and ids name no directory unparsed).
+MIX_ID_FORM = r"[0-9]{4}-[0-9]{2}-[0-9]{2}:[0-9]{1,19}:[0-9]{1,3}"
+MIX_ID_PATTERN = re.compile(MIX_ID_FORM)
 MIX_ID_MAX_LENGTH = 10 + 1 + 19 + 1 + 3
 
 
@@ -106,13 +108,16 @@ def mix_day(value: object) -> str | None:
     """
     if not isinstance(value, str) or len(value) > MIX_ID_MAX_LENGTH:
         return None
-    match = MIX_ID_PATTERN.fullmatch(value)
-    if match is None:
-        return None
+    return None if MIX_ID_PATTERN.fullmatch(value) is None else calendar_day(value[:10])
+
+
+def calendar_day(text: str) -> str | None:
+    """`text` when it is a real calendar day written YYYY-MM-DD (ASCII digits), else None."""
     try:
-        return date.fromisoformat(match.group(1)).isoformat()
+        day = date.fromisoformat(text)
     except ValueError:
         return None
+    return text if day.isoformat() == text else None
 
 
 def mix_days(mix_ids: Iterable[object]) -> list[str]:

@@ -33,7 +33,7 @@ from pipeline.data.events import (
     write_part,
     write_quarantine,
 )
-from validation.events import REQUIRED_COLUMNS, day_bounds, missing_columns, validate_events
+from validation.events import REQUIRED_COLUMNS, day_bounds, missing_columns, readable_text, validate_events
 
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -79,10 +79,14 @@ def read_events_file(path: Path) -> pd.DataFrame:
 
     The index is the 1-based source row (header excluded; for JSONL the line number), so
     quarantined rows can be traced back to the file. Types are not trusted here: judging them
-    is validation's job, and the quarantine must show values exactly as the producer sent them.
+    is validation's job, and the quarantine must show values exactly as the producer sent them
+    (bytes that are not UTF-8 and lone surrogates as backslash escapes: `readable_text`).
+    Raises IngestError for a file that cannot be read at all (missing, a directory, no access).
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     if suffix in CSV_SUFFIXES:
         frame = _read_csv(path)
     elif suffix in JSONL_SUFFIXES:
@@ -98,7 +102,8 @@ def read_events_file(path: Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=TEXT, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+        frame = pd.read_csv(path, dtype=TEXT, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+                            encoding_errors="backslashreplace")
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -108,27 +113,41 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    """One JSON object per line; blank lines are skipped but still count for line numbers."""
-    lines = path.read_bytes().removeprefix(codecs.BOM_UTF8).splitlines()
+    """One JSON object per line; blank lines are skipped but still count for line numbers. A value that is not a
+    string, number, boolean or null (an object, a list) is kept as its JSON text, which no rule accepts."""
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8).splitlines()
+    lines = [line.decode("utf-8", "backslashreplace") for line in raw]  # line numbers as the bytes count them
     numbers = [i for i, line in enumerate(lines, start=1) if line.strip()]
     try:
-        records = json.loads(b"[" + b",".join(lines[i - 1] for i in numbers) + b"]")
-    except json.JSONDecodeError:
+        records = json.loads("[" + ",".join(lines[i - 1] for i in numbers) + "]")
+    except (json.JSONDecodeError, RecursionError):
         records = None  # locate the bad line for the message
     if records is None or not all(isinstance(r, dict) for r in records):
         raise IngestError(f"{path.name}: {_first_bad_json_line(lines, numbers)}")
-    frame = pd.DataFrame(records, dtype=object).astype(TEXT) if records else pd.DataFrame()
-    frame.columns = [str(c).strip() for c in frame.columns]
+    rows = [{readable_text(str(k)).strip(): _cell_text(v) for k, v in record.items()} for record in records]
+    frame = pd.DataFrame(rows, dtype=object).astype(TEXT) if rows else pd.DataFrame()
     frame.index = pd.Index(numbers, dtype=np.int64, name=s.SOURCE_ROW)
     return frame
 
 
-def _first_bad_json_line(lines: list[bytes], numbers: list[int]) -> str:
+def _cell_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, dict | list):
+        return readable_text(json.dumps(value))
+    return readable_text(str(value))
+
+
+def _first_bad_json_line(lines: list[str], numbers: list[int]) -> str:
     for number in numbers:
         try:
             record = json.loads(lines[number - 1])
         except json.JSONDecodeError as exc:
             return f"line {number} is not valid JSON ({exc.msg})"
+        except RecursionError:
+            return f"line {number} is nested too deeply to be an event"
         if not isinstance(record, dict):
             return f"line {number} is not a JSON object"
     return "not a readable JSONL file"
@@ -173,7 +192,7 @@ def ingest_file(
     quarantine part and removing this file's raw part), and for file-level problems (unreadable
     file, missing required column; this file's previous raw and quarantine parts are removed as
     stale). Raw parts of other files, whatever their name, are never touched. Raises ValueError
-    for an unsupported file type or a malformed day. The source file is never modified.
+    for an unsupported file type, a malformed day or a threshold outside [0, 1]. The source file is never modified.
 
     With `contract_root`, the catalog and the accepted rows are also checked against the Great
     Expectations contracts (`validation.raw_suites`) in the GE project there, writing Data Docs; a
@@ -182,6 +201,8 @@ def ingest_file(
     """
     source = Path(path)
     day_bounds(day)  # a malformed day must not become a directory name
+    if not 0 <= max_bad_row_share <= 1:  # NaN too: no share would ever be above it
+        raise ValueError(f"the bad-row share must be a number in [0, 1], got {max_bad_row_share!r}")
     origin = FileSource.of(source, layout)
     if contract_root is not None:
         _check_catalog_contract(catalog, source, day, contract_root)

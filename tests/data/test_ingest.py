@@ -56,7 +56,7 @@ def good_rows(n: int = N_ROWS) -> list[Row]:
                 s.TS: iso(5 * i),
                 s.MS_PLAYED: 1_000 + 100 * i,
                 s.SKIPPED: i % 3 == 0,
-                s.MIX_ID: None if organic else f"mix-{user}",
+                s.MIX_ID: None if organic else s.mix_id(DAY, user, i % 6),
                 s.POSITION: None if organic else i % 30,
                 s.POLICY: s.POLICY_ORGANIC if organic else (s.POLICY_EXPLOIT if i % 4 == 1 else s.POLICY_EXPLORE),
                 s.PROPENSITY: None if organic else 0.25,
@@ -478,6 +478,65 @@ def test_malformed_jsonl_names_the_line(tmp_path: Path, layout: Layout, catalog:
     path.write_text(json.dumps(good_rows(1)[0]) + "\n\n{not json}\n")
     with pytest.raises(IngestError, match=r"events\.jsonl: line 3 is not valid JSON"):
         ingest_file(path, DAY, layout, catalog)
+
+
+def test_a_missing_file_or_a_directory_is_refused_by_name(tmp_path: Path, layout: Layout, catalog: pd.DataFrame
+                                                          ) -> None:
+    with pytest.raises(IngestError, match=r"nowhere\.csv: no such file"):
+        ingest_file(tmp_path / "nowhere.csv", DAY, layout, catalog)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(IngestError, match=r"folder\.csv: not a regular file"):
+        ingest_file(tmp_path / "folder.csv", DAY, layout, catalog)
+
+
+def test_deeply_nested_jsonl_names_the_line(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(good_rows(1)[0]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(IngestError, match=r"events\.jsonl: line 2 is nested too deeply"):
+        ingest_file(path, DAY, layout, catalog)
+
+
+@pytest.mark.parametrize("share", [float("nan"), -0.1, 1.5])
+def test_a_threshold_outside_zero_to_one_is_refused(tmp_path: Path, layout: Layout, catalog: pd.DataFrame,
+                                                   share: float) -> None:
+    """NaN would let a fully bad file pass: no share is above NaN."""
+    bad = [{**row, s.TRACK_ID: 9999} for row in good_rows(5)]
+    with pytest.raises(ValueError, match="bad-row share"):
+        ingest_file(events_file(tmp_path, "csv", bad), DAY, layout, catalog, max_bad_row_share=share)
+    assert not layout.raw_events(DAY).exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_hostile_free_text_is_quarantined_as_sent_and_the_rest_is_kept(tmp_path: Path, layout: Layout,
+                                                                       catalog: pd.DataFrame, fmt: str) -> None:
+    """Every text field has a form and a length: a mix id naming a path or a megabyte long, a negative user id and
+    a lone surrogate are quarantined with their rule; the other rows of the file are stored."""
+    rows = good_rows(10)
+    rows[1][s.MIX_ID] = f"{DAY}/../../../../tmp/x:1:0"
+    rows[3][s.MIX_ID] = f"{DAY}:{'9' * 1_000_000}:0"
+    rows[4][s.USER_ID] = -3
+    rows[5][s.MIX_ID] = "\ud800"
+    rows[7][s.POLICY] = "explore" + "\udfff"
+    if fmt != "jsonl":  # only JSON escapes can carry a lone surrogate (CSV bytes: the non-UTF-8 test below)
+        rows[5][s.MIX_ID], rows[7][s.POLICY] = "m", "random"
+    report = ingest_file(events_file(tmp_path, fmt, rows), DAY, layout, catalog, max_bad_row_share=1.0)
+    assert_consistent(report, {2: "bad_type:mix_id", 4: "bad_type:mix_id", 5: "bad_type:user_id",
+                               6: "bad_type:mix_id", 8: "bad_policy"})
+    quarantined = pd.read_parquet(report.quarantine_path).set_index(s.SOURCE_ROW)
+    assert len(quarantined.loc[4, s.MIX_ID]) == len(rows[3][s.MIX_ID])  # as sent, nothing cut
+    if fmt == "jsonl":
+        assert quarantined.loc[6, s.MIX_ID] == "\\ud800"
+
+
+def test_bytes_that_are_not_utf8_quarantine_their_row_only(tmp_path: Path, layout: Layout, catalog: pd.DataFrame
+                                                          ) -> None:
+    path = events_file(tmp_path, "csv", good_rows(4))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"exploit", b"expl\xffoit")  # data row 2 is the first exploit row
+    path.write_bytes(b"".join(lines))
+    report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1.0)
+    assert_consistent(report, {2: "bad_policy"})
+    assert pd.read_parquet(report.quarantine_path)[s.POLICY].tolist() == ["expl\\xffoit"]
 
 
 def test_malformed_day_is_refused(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:

@@ -44,7 +44,7 @@ def text_rows(n: int = N_ROWS) -> pd.DataFrame:
         s.TS: [(START + pd.Timedelta(minutes=10 * k)).isoformat() for k in i],
         s.MS_PLAYED: (1_000 + 1_000 * i).astype(str),
         s.SKIPPED: np.where(i % 3 == 0, "true", "false"),
-        s.MIX_ID: np.where(mixed, [f"mix-{k % 20 + 1}" for k in i], None),
+        s.MIX_ID: np.where(mixed, [s.mix_id(DAY, k % 20 + 1, k % 6) for k in i], None),
         s.POSITION: np.where(mixed, (i % 30).astype(str), None),
         s.POLICY: np.where(mixed, np.where(i % 4 == 1, s.POLICY_EXPLOIT, s.POLICY_EXPLORE), None),
         s.PROPENSITY: np.where(mixed, np.where(i == 1, "1.0", "0.25"), None),
@@ -139,6 +139,9 @@ EVENT_CASES: dict[str, tuple[Mutation, str]] = {
     "integer_skipped": (_retype(s.SKIPPED, "int64"), "bad_type:skipped"),
     "float_position": (_retype(s.POSITION, "Float64"), "bad_type:position"),
     "negative_position": (_put(s.POSITION, -1, row=PLAYLIST_ROW), "bad_type:position"),
+    "negative_user_id": (_put(s.USER_ID, -1), "bad_type:user_id"),
+    "mix_id_of_another_form": (_put(s.MIX_ID, f"{DAY}/../../x:1:0", row=PLAYLIST_ROW), "bad_type:mix_id"),
+    "mix_id_too_long": (_put(s.MIX_ID, f"{DAY}:{'9' * 300}:0", row=PLAYLIST_ROW), "bad_type:mix_id"),
     "float32_propensity": (_retype(s.PROPENSITY, "float32"), "bad_type:propensity"),
     "unknown_track": (_put(s.TRACK_ID, 999), "unknown_track"),
     "negative_duration": (_put(s.MS_PLAYED, -5), "negative_duration"),
@@ -177,6 +180,8 @@ def test_the_typed_cases_are_rejected_by_the_pandas_rules_too(good) -> None:
         "longer_than_the_track": (s.MS_PLAYED, "150001", "absurd_duration"),
         "future_timestamp": (s.TS, (AS_OF + pd.Timedelta(seconds=1)).isoformat(), "future_timestamp"),
         "zero_propensity": (s.PROPENSITY, "0", "bad_propensity"),
+        "negative_user_id": (s.USER_ID, "-1", "bad_type:user_id"),
+        "mix_id_of_another_form": (s.MIX_ID, "mix-1", "bad_type:mix_id"),
     }
     for column, value, rule in cases.values():
         text = text_rows()
@@ -200,7 +205,7 @@ def mixed_text(seed: int, n: int = 1_500) -> pd.DataFrame:
         (s.MS_PLAYED, "-1"), (s.MS_PLAYED, "3600001"), (s.MS_PLAYED, "299999"), (s.MS_PLAYED, None),
         (s.SKIPPED, "maybe"), (s.SKIPPED, "1"), (s.POLICY, "shuffle"), (s.POLICY, s.POLICY_EXPLOIT),
         (s.PROPENSITY, "0"), (s.PROPENSITY, "1.5"), (s.PROPENSITY, "x"), (s.PROPENSITY, None), (s.MIX_ID, None),
-        (s.POSITION, "-2"), (s.POSITION, "first"),
+        (s.POSITION, "-2"), (s.POSITION, "first"), (s.USER_ID, "-3"), (s.MIX_ID, "mix-1"), (s.MIX_ID, "\\ud800"),
     ]
     for row in np.flatnonzero(rng.random(n) < 0.4):
         column, value = edits[rng.integers(len(edits))]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.core import schema as s
-from validation.events import RULE_NAMES, CatalogLookup, validate_events, validate_rows
+from validation.events import MAX_PARSED_CHARS, RULE_NAMES, CatalogLookup, readable_text, validate_events, validate_rows
 
 DAY = "2026-11-01"
 AS_OF = pd.Timestamp(f"{DAY}T18:00:00Z")
@@ -33,6 +33,12 @@ BOOLS = ["true", "false", "TRUE", "False", "1", "0", "yes", " true ", "t", "", N
 FLOATS = ["0.5", "1", "1.0", "0", "-0.1", "1.0000001", "nan", "inf", "-inf", "1e-3", "1_0", " 0.2 ", "0x1",
           "abc", "", None]
 POLICIES = ["organic", "exploit", "explore", "Explore", " explore ", "random", "", None]
+MIX_IDS = [f"{DAY}:7:0", f" {DAY}:7:12 ", f"{DAY}:9223372036854775807:999", f"{DAY}:1:1000", f"{DAY}:-1:0",
+           "2026-02-29:1:0", "2026-13-01:1:0", f"{DAY}:1", f"{DAY}:1:0:0", f"{DAY}/../../x:1:0", "m",
+           "\uff12026-11-01:1:0", f"{DAY}:\u0661:0", f"{DAY}:1:0\n", "x" * 300, "", None]
+# Text no store can hold as sent (lone surrogates), and values longer than any parser reads.
+HOSTILE = ["\ud800", "7\udfff", f"{DAY}:1:0\ud800", "0" * (MAX_PARSED_CHARS + 1),
+           "0." + "5" * MAX_PARSED_CHARS, f"{DAY}T10:00:00" + " " * MAX_PARSED_CHARS + "Z"]
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
 
 
@@ -42,19 +48,22 @@ def column(choices: list[str | None]) -> st.SearchStrategy:
 
 ROW = st.fixed_dictionaries({
     s.USER_ID: column(INTS), s.TRACK_ID: column(INTS), s.TS: column(TIMESTAMPS), s.MS_PLAYED: column(INTS),
-    s.SKIPPED: column(BOOLS), s.MIX_ID: st.sampled_from(["m", " ", "", None]), s.POSITION: column(INTS),
+    s.SKIPPED: column(BOOLS), s.MIX_ID: column(MIX_IDS), s.POSITION: column(INTS),
     s.POLICY: column(POLICIES), s.PROPENSITY: column(FLOATS)})
 # Mostly valid rows too, so acceptance and duplicates (within the batch and against stored keys) are exercised.
 GOOD = st.fixed_dictionaries({
     s.USER_ID: st.sampled_from(["7", "8"]), s.TRACK_ID: st.sampled_from(["1", "2", "3", "13", "4"]),
     s.TS: st.sampled_from([f"{DAY}T10:00:00Z", "1793527200000", f"{DAY}T10:00:00", f"{DAY}T11:00:00+01:00"]),
     s.MS_PLAYED: st.sampled_from(["100", "1000", "16000", "299999"]), s.SKIPPED: st.sampled_from(["true", "0"]),
-    s.MIX_ID: st.sampled_from(["m", None]), s.POSITION: st.sampled_from(["0", "3", None]),
+    s.MIX_ID: st.sampled_from([f"{DAY}:7:0", None]), s.POSITION: st.sampled_from(["0", "3", None]),
     s.POLICY: st.sampled_from(["organic", "explore", None]), s.PROPENSITY: st.sampled_from(["0.5", "1", None])})
 
 
 def both(rows: list[dict], existing: bool) -> tuple[list[str], list[str], pd.DataFrame, list[dict]]:
-    frame = pd.DataFrame(rows, columns=list(s.EVENT_COLUMNS)).astype(pd.StringDtype("pyarrow"))
+    """Reasons and accepted values of both paths; the frame holds the rows as a file door reads them (`readable_text`),
+    the row path gets them as the API door does."""
+    read = [{c: v if v is None else readable_text(v) for c, v in row.items()} for row in rows]
+    frame = pd.DataFrame(read, columns=list(s.EVENT_COLUMNS)).astype(pd.StringDtype("pyarrow"))
     frame.index = pd.RangeIndex(1, len(rows) + 1)
     accepted, reasons = validate_events(frame, day=DAY, catalog_track_ids=TRACKS, track_durations_ms=DURATIONS,
                                         as_of=AS_OF, existing_keys=EXISTING if existing else None)
@@ -86,11 +95,12 @@ def test_row_path_agrees_with_the_vectorised_rules(rows: list[dict], existing: b
 
 
 @pytest.mark.parametrize("name,values", [("ints", INTS), ("timestamps", TIMESTAMPS), ("bools", BOOLS),
-                                         ("floats", FLOATS), ("policies", POLICIES)])
+                                         ("floats", FLOATS), ("policies", POLICIES), ("mix_ids", MIX_IDS),
+                                         ("hostile", HOSTILE)])
 def test_every_listed_edge_value_agrees_in_every_column(name: str, values: list) -> None:
     """Each edge value in each column of an otherwise valid row (deterministic, independent of hypothesis' draw)."""
     base = {s.USER_ID: "8", s.TRACK_ID: "1", s.TS: f"{DAY}T09:00:00Z", s.MS_PLAYED: "1000", s.SKIPPED: "false",
-            s.MIX_ID: "m", s.POSITION: "2", s.POLICY: "explore", s.PROPENSITY: "0.5"}
+            s.MIX_ID: f"{DAY}:8:0", s.POSITION: "2", s.POLICY: "explore", s.PROPENSITY: "0.5"}
     rows = [{**base, c: v} for c in s.EVENT_COLUMNS for v in values]
     assert_agree(rows, existing=True)
 
@@ -106,3 +116,24 @@ def test_bad_rows_carry_every_reason_in_rule_order() -> None:
         "bad_type:user_id;bad_type:skipped;unknown_track;negative_duration;future_timestamp;outside_day;"
         "bad_propensity;missing_mix_id", "duplicate", "absurd_duration"]
     assert all(name in RULE_NAMES for r in row_reasons for name in r.split(";") if name)
+
+
+def test_every_text_field_has_a_form_and_a_length() -> None:
+    """Known answers on both paths: a mix id of another form, negative ids, values past the parsers' length and text
+    no store can hold (a lone surrogate) are each refused by their column's rule, never accepted as sent."""
+    good = {s.USER_ID: "8", s.TRACK_ID: "1", s.TS: f"{DAY}T09:00:00Z", s.MS_PLAYED: "1000", s.SKIPPED: "false",
+            s.MIX_ID: f"{DAY}:8:0", s.POSITION: "2", s.POLICY: "explore", s.PROPENSITY: "0.5"}
+    cases = {
+        s.MIX_ID: [f"{DAY}/../../../tmp/x:1:0", "m", "2026-11-01:" + "9" * 250 + ":0", "2026-02-30:1:0", "\ud800"],
+        s.USER_ID: ["-1", "\ud800"],
+        s.TRACK_ID: ["-1"],
+        s.TS: [f"{DAY}T09:00:00" + "0" * MAX_PARSED_CHARS + "Z"],
+        s.PROPENSITY: ["0.5" + "0" * MAX_PARSED_CHARS],
+        s.POLICY: ["explore\ud800"],
+    }
+    rows = [{**good, s.TS: f"{DAY}T10:{i:02d}:00Z", column: value}  # one time each: no row duplicates another
+            for i, (column, value) in enumerate((c, v) for c, values in cases.items() for v in values)]
+    reasons, row_reasons, accepted, _ = both([good, *rows], existing=False)
+    assert row_reasons == reasons and accepted.index.tolist() == [1]
+    expected = [f"bad_type:{c}" if c != s.POLICY else "bad_policy" for c, values in cases.items() for _ in values]
+    assert reasons[1:] == expected
