@@ -41,8 +41,8 @@ def _fsync(path, flags: int) -> None:
         os.close(fd)
 
 
-def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    return _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+def atomic_write_parquet(frame: pd.DataFrame, path: Path, durable: bool = False) -> Path:
+    return _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False), durable)
 
 
 def atomic_write_table(table, path: Path, durable: bool = False) -> Path:
@@ -80,9 +80,9 @@ def atomic_write_parquet_blocks(frames: Iterable[pd.DataFrame], path: Path, empt
     return _atomic(Path(path), write)
 
 
-def atomic_write_json(payload: Any, path: Path) -> Path:
+def atomic_write_json(payload: Any, path: Path, durable: bool = False) -> Path:
     text = json.dumps(payload, indent=2, sort_keys=True, default=str)
-    return _atomic(Path(path), lambda tmp: tmp.write_text(text + "\n"))
+    return _atomic(Path(path), lambda tmp: tmp.write_text(text + "\n"), durable)
 
 
 def read_json(path: Path) -> Any:
