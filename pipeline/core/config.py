@@ -115,6 +115,9 @@ class TrainingConfig(_Config):
     use_ips: bool = Field(
         True, description="Weight mix-driven rows by clipped, self-normalised 1/propensity; False trains unweighted "
         "(kept for comparison).")
+    importance_rows: int = Field(
+        3000, ge=0, description="Holdout rows of the permutation-importance plot logged with each model; 0 logs no "
+        "importance plot (the closed-loop simulation, where it is a fifth of a week's retrain).")
 
 
 class PromotionConfig(_Config):

@@ -47,7 +47,7 @@ SIMULATION_WORLD = WorldConfig(n_users=80, n_tracks=1500, n_artists=150, history
 # Effort knobs scaled to that world (the behaviour under test does not depend on them): a 1,500-track catalog
 # needs fewer ANN candidates per cluster and fewer recall queries than the 5,000-track demo world.
 SIMULATION_RETRIEVAL = {"candidates_per_cluster": 300, "recall_sample": 50}
-SIMULATION_TRAINING = {"max_iter": 100}
+SIMULATION_TRAINING = {"max_iter": 100, "importance_rows": 0}  # no importance plot: nobody opens it here
 REPORT_METRICS = (
     "global_genre_entropy", "mean_mix_genre_entropy", "user_genre_entropy", "coverage", "exposure_gini",
     "discovery_share", "skip_rate", "skip_rate_explore", "skip_rate_exploit", "skip_rate_discovery",

@@ -186,8 +186,11 @@ def _log_figures(settings: Settings, model, holdout: TrainingSet, proba: np.ndar
     if len(np.unique(holdout.label)) < 2:
         log.warning("holdout has one class only: no importance or calibration plot")
         return
-    for figure, name in ((feature_importance_figure(model, holdout.features, holdout.label, settings.seed),
-                          IMPORTANCE_PLOT), (calibration_figure(holdout.label, proba), CALIBRATION_PLOT)):
+    figures = [(calibration_figure(holdout.label, proba), CALIBRATION_PLOT)]
+    if settings.training.importance_rows:
+        figures.append((feature_importance_figure(model, holdout.features, holdout.label, settings.seed,
+                                                  settings.training.importance_rows), IMPORTANCE_PLOT))
+    for figure, name in figures:
         mlflow.log_figure(figure, name)
         plt.close(figure)
 
