@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.config import PROJECT_ROOT, load_settings
@@ -43,6 +45,31 @@ class DagRunFailed(RuntimeError):
     pass
 
 
+# The result line `plugins/dailymix_dag_runs.py` prints after each run, and the one after migrating.
+RESULT_PREFIX = "DAILYMIX-RUN"
+MIGRATED = "DAILYMIX-MIGRATED"
+DAG_RUNNER = PROJECT_ROOT / "plugins" / "dailymix_dag_runs.py"
+
+
+@dataclass(frozen=True)
+class DagRun:
+    """One `dags test` run: a DAG, the day it runs for, and its conf (which sets DAG params)."""
+
+    dag_id: str
+    day: str
+    conf: dict | None = None
+
+
+@dataclass(frozen=True)
+class DagRunResult:
+    """How a run ended: its state, and the wall and CPU seconds it took."""
+
+    run: DagRun
+    state: str
+    wall: float
+    cpu: float
+
+
 def airflow_db_migrate(home: Path) -> None:
     log = home / "airflow" / "logs" / "db-migrate.log"
     _run([airflow_executable(), "db", "migrate"], airflow_env(home), log)
@@ -61,6 +88,41 @@ def run_dag(home: Path, dag_id: str, day: str, conf: dict | None = None) -> floa
         raise DagRunFailed(f"{dag_id} {day} ended {states[-1] if states else 'without a result'}; see {log}\n"
                            f"{_failure_excerpt(text)}")
     return time.perf_counter() - started
+
+
+def run_dags(home: Path, runs: Sequence[DagRun],
+             on_result: Callable[[DagRunResult], None] = lambda _: None) -> list[DagRunResult]:
+    """The runs in order in one Airflow process, each as `airflow dags test` runs it (`plugins/dailymix_dag_runs.py`):
+    the metadata database is migrated first, Airflow's start-up and the task libraries' imports are paid once.
+
+    `on_result` hears of each run as it ends. Raises `DagRunFailed` naming the first run that did not succeed, with
+    the log's relevant lines; the runs after it are not started.
+    """
+    log = home / "airflow" / "logs" / "dags-test" / f"runs-{runs[0].day}..{runs[-1].day}-{len(runs)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps([{"dag_id": r.dag_id, "day": r.day, "conf": r.conf} for r in runs])
+    results: list[DagRunResult] = []
+    with log.open("w") as out, subprocess.Popen(
+            [sys.executable, str(DAG_RUNNER), payload], env=airflow_env(home), cwd=PROJECT_ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as runner:
+        for line in runner.stdout:
+            out.write(line)
+            if line.startswith(RESULT_PREFIX):
+                results.append(_result(line, runs[len(results)]))
+                on_result(results[-1])
+    failed = next((r for r in results if r.state != "success"), None)
+    if runner.returncode != 0 or failed is not None or len(results) != len(runs):
+        what = (f"{failed.run.dag_id} {failed.run.day} ended {failed.state}" if failed else
+                f"the DAG runner exited {runner.returncode} after {len(results)} of {len(runs)} runs")
+        raise DagRunFailed(f"{what}; see {log}\n{_failure_excerpt(log.read_text(errors='replace'))}")
+    return results
+
+
+def _result(line: str, run: DagRun) -> DagRunResult:
+    _, dag_id, day, state, wall, cpu = line.split()
+    if (dag_id, day) != (run.dag_id, run.day):
+        raise DagRunFailed(f"the DAG runner reported {dag_id} {day} where {run.dag_id} {run.day} was expected")
+    return DagRunResult(run, state, float(wall), float(cpu))
 
 
 def _run(command: list[str], env: dict[str, str], log: Path) -> None:

@@ -1,8 +1,8 @@
 """The end-to-end tier's shared set-up: one tiny world run through every DAG, read by every test that only reads.
 
-The run is session-scoped, so it is built once per test session: `airflow dags test` for features, retrain,
-index, nightly and monitor on the last history day, then nightly + monitor for the nights before it, so the
-health charts have a trend.
+The run is session-scoped, so it is built once per test session, all its DAG runs in one Airflow process (as
+`airflow dags test` runs each): features, retrain, index, nightly and monitor on the last history day, then nightly
++ monitor for the nights before it, so the health charts have a trend.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 import pytest
 
 from pipeline.core.config import Settings, TrainingConfig, save_settings
-from pipeline.ops.airflow_env import run_dag
-from pipeline.ops.demo import run_loop
+from pipeline.ops.airflow_env import DagRun
+from pipeline.ops.demo import loop_runs, run_loop
 from pipeline.sim.world import create_world, history_days
 from tests.helpers import NIGHTS, TINY_WORLD
 
@@ -29,8 +29,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = Settings(home=home, n_shards=2, world=TINY_WORLD, training=TrainingConfig(holdout_days=1))
     save_settings(settings)
     settings, _ = create_world(settings)
-    run_loop(home, progress=lambda _: None)
-    for day in history_days(TINY_WORLD)[-NIGHTS:-1]:  # a backfill: the latest pointer stays on the last night
-        run_dag(home, "dailymix_nightly", day)
-        run_dag(home, "dailymix_monitor", day)
+    backfill = [DagRun(dag_id, day) for day in history_days(TINY_WORLD)[-NIGHTS:-1]
+                for dag_id in ("dailymix_nightly", "dailymix_monitor")]  # the latest pointer stays on the last night
+    run_loop(home, [*loop_runs(home), *backfill], progress=lambda _: None)
     return settings

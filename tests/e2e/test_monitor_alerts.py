@@ -21,7 +21,7 @@ from pipeline.core.io import atomic_write_json, atomic_write_parquet
 from pipeline.core.paths import Layout
 from pipeline.features.daily import ingest_day
 from pipeline.monitor.health import record_day
-from pipeline.ops.airflow_env import DagRunFailed, airflow_db_migrate, run_dag
+from pipeline.ops.airflow_env import DagRun, DagRunFailed, DagRunResult, airflow_db_migrate, run_dag, run_dags
 from pipeline.publish.files import publish, read_publication
 from pipeline.reranking.rules import rerank_user
 from pipeline.sim.listeners import Listeners
@@ -95,12 +95,16 @@ def test_steady_week_passes_without_alert(monitored: Settings) -> None:
 
 
 def test_skip_rate_jump_fails_drift_and_notifies(monitored: Settings) -> None:
+    """Through the one-process runner: the failed run is named, and the runs after it never start."""
+    heard: list[DagRunResult] = []
     with pytest.raises(DagRunFailed) as failure:
-        run_dag(monitored.home, "dailymix_monitor", JUMP)
-    assert "drift alert" in str(failure.value)
+        run_dags(monitored.home, [DagRun("dailymix_monitor", JUMP), DagRun("dailymix_monitor", STEADY)],
+                 on_result=heard.append)
+    assert f"dailymix_monitor {JUMP} ended failed" in str(failure.value) and "drift alert" in str(failure.value)
+    assert [(r.run.day, r.state) for r in heard] == [(JUMP, "failed")]
     alerts = read_alerts(monitored, JUMP, "monitor")
     assert len(alerts) == 1 and alerts[0].startswith("skip_rate ")
     lines = _log_lines(monitored)
     assert [(line["date"], line["source"], line["alerts"]) for line in lines] == [(JUMP, "monitor", alerts)]
-    log = Path(monitored.home / "airflow" / "logs" / "dags-test" / f"dailymix_monitor-{JUMP}.log").read_text()
+    log = Path(monitored.home / "airflow" / "logs" / "dags-test" / f"runs-{JUMP}..{STEADY}-2.log").read_text()
     assert "alert(s) for" in log  # the notifier ran as the drift task's failure callback
