@@ -114,8 +114,14 @@ def run_dags(home: Path, runs: Sequence[DagRun],
     if runner.returncode != 0 or failed is not None or len(results) != len(runs):
         what = (f"{failed.run.dag_id} {failed.run.day} ended {failed.state}" if failed else
                 f"the DAG runner exited {runner.returncode} after {len(results)} of {len(runs)} runs")
-        raise DagRunFailed(f"{what}; see {log}\n{_failure_excerpt(log.read_text(errors='replace'))}")
+        raise DagRunFailed(f"{what}; see {log}\n{_failure_excerpt(_last_run_lines(log, ended=failed is not None))}")
     return results
+
+
+def _last_run_lines(log: Path, ended: bool) -> str:
+    """The log lines of the last run started: before its result line when it `ended`, else after the last one."""
+    pieces = log.read_text(errors="replace").split(f"\n{RESULT_PREFIX} ")
+    return pieces[-2] if ended and len(pieces) > 1 else pieces[-1]
 
 
 def _result(line: str, run: DagRun) -> DagRunResult:
