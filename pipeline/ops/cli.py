@@ -228,14 +228,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = simulation_settings(Path(args.sim_home).resolve() if args.sim_home else out / "home",
                                    epsilon=args.epsilon, use_ips=not args.no_ips, seed=args.seed,
                                    world=simulation_world(args.users, args.tracks), base=_settings(args))
-    report = run_simulation(settings, args.weeks, out)
+    report = run_simulation(settings, args.weeks, out, listener=_listener_config(args.listener))
     print(format_table(report))
     print(f"\nreport: {out / 'report.json'}; plots: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
     return 0
 
 
+def _listener_config(pairs: list[str]):
+    """ListenerConfig from KEY=VALUE pairs (`--listener habit_rate=0.2`); unknown keys fail with the key named."""
+    from pipeline.core.config import ListenerConfig
+
+    malformed = [pair for pair in pairs or [] if "=" not in pair]
+    if malformed:
+        raise SystemExit(f"--listener expects KEY=VALUE, got {malformed[0]!r}")
+    return ListenerConfig.model_validate(dict(pair.split("=", 1) for pair in pairs or []))
+
+
 def cmd_tune_exploration(args: argparse.Namespace) -> int:
-    """Simulate each exploration rate of a grid; recommend one within the skip-rate guardrail and save it."""
+    """Simulate each exploration rate of a grid over a long horizon; recommend the one with the most completed
+    plays within the skip guardrail and without an entropy alert, and save it."""
     from pipeline.sim.loop import simulation_world
     from pipeline.sim.tuning import format_tuning, tune_exploration
 
@@ -350,14 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--sim-home", help="data root of the simulated platform (default: OUT/home)")
     simulate.add_argument("--users", type=int, help="listeners in the simulated world (default 80)")
     simulate.add_argument("--tracks", type=int, help="catalog size of the simulated world (default 1500)")
+    simulate.add_argument("--listener", action="append", metavar="KEY=VALUE",
+                          help="a listener setting (ListenerConfig), e.g. habit_rate=0.2; repeatable")
     simulate.set_defaults(func=cmd_simulate)
 
     tune = sub.add_parser("tune-exploration", help=cmd_tune_exploration.__doc__)
-    tune.add_argument("--grid", default="0,0.05,0.1,0.2,0.3", help="comma-separated exploration rates")
-    tune.add_argument("--weeks", type=int, default=4, help="simulated weeks per rate (default 4)")
-    tune.add_argument("--seeds", type=int, nargs="+", default=[7], help="seeds averaged per rate (default 7)")
+    tune.add_argument("--grid", default="0,0.02,0.05,0.1,0.2", help="comma-separated exploration rates (0 is "
+                      "always run: the baseline)")
+    tune.add_argument("--weeks", type=int, default=12, help="simulated weeks per rate (default 12)")
+    tune.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds per rate (default 1 2 3)")
     tune.add_argument("--guardrail", type=float, default=0.02,
-                      help="most skip-rate rise over ε=0 a recommendation may cost (default 0.02 = 2 pp)")
+                      help="most rise of the weeks 1-2 skip rate over ε=0's a pick may cost (default 0.02 = 2 pp)")
     tune.add_argument("--out", required=True, help="directory for tuning.json, the curve and each run")
     tune.add_argument("--dry-run", action="store_true", help="do not write the recommendation to settings.json")
     tune.add_argument("--jobs", type=int, default=1, help="simulations run at once, one process each (default 1)")
