@@ -14,7 +14,7 @@ from pipeline.core.config import RerankConfig, Settings
 from tests.helpers import make_events
 
 SEED = 1234
-TIER_OF_FOLDER = {"e2e": "e2e", "integration": "integration", "dags": "dags"}
+TIER_OF_FOLDER = {"e2e": "e2e", "integration": "integration", "dags": "dags", "reliability": "reliability"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
