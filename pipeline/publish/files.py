@@ -7,16 +7,26 @@ take the same checked slots and answer the same reads, so callers never know whi
 Files, per date: an immutable, content-addressed `mixes-<hash>.parquet` plus `CURRENT.json`,
 the manifest naming that file and the lineage. Publishing writes the new file, then swaps the
 manifest with one `os.replace`: readers see the old publication or the new one, never a mix of
-both. The same slots always hash to the same file, so a rerun leaves byte-identical mixes.
+both. The same slots always hash to the same file, so a rerun leaves byte-identical mixes. Every
+file is fsync'd with its directory entry before the next step, so a publication survives a power cut.
+
+A damaged store (a manifest or `latest.json` empty or truncated, a mixes file missing or cut short)
+never stops readers while an older publication reads: a republished day keeps the version it replaced
+(`PREVIOUS.json` and its mixes file), a read without a date falls back to the newest day that reads,
+each fallback is logged as a warning, and `store_health` names the damage (the API's `/healthz`).
+A day with no readable version raises `DamagedPublication`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
@@ -26,11 +36,18 @@ from pipeline.reranking.rules import rule_violations
 
 log = logging.getLogger(__name__)
 MANIFEST = "CURRENT.json"
+PREVIOUS = "PREVIOUS.json"  # the manifest CURRENT.json replaced: the fallback while CURRENT does not read
 LATEST = "latest.json"
+DATE_PREFIX = "date="
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, pa.ArrowException)  # what a damaged file raises on reading
 
 
 class PublicationError(Exception):
     """The night's mixes break a rule; nothing was published."""
+
+
+class DamagedPublication(LookupError):
+    """No version of a day's publication reads (its manifests or mixes files are damaged)."""
 
 
 def date_dir(settings: Settings, day: str) -> Path:
@@ -86,49 +103,172 @@ class FileStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.root = Layout(settings.home).published
 
     def write(self, day: str, slots: pd.DataFrame, manifest: dict) -> dict:
         directory = date_dir(self.settings, day)
         mixes_file = directory / f"mixes-{manifest['content_hash']}.parquet"
-        if not mixes_file.exists():
-            atomic_write_parquet(slots, mixes_file)
+        if _parquet_problem(mixes_file) is not None:
+            atomic_write_parquet(slots, mixes_file, durable=True)
         manifest = {**manifest, "mixes_file": mixes_file.name}
-        previous = read_json(directory / MANIFEST)["mixes_file"] if (directory / MANIFEST).exists() else None
-        atomic_write_json(manifest, directory / MANIFEST)
+        previous = _readable_manifest(directory / MANIFEST)
+        if previous is not None and previous["mixes_file"] != mixes_file.name:
+            atomic_write_json(previous, directory / PREVIOUS, durable=True)
+        atomic_write_json(manifest, directory / MANIFEST, durable=True)
         # Keep the file just replaced: a reader that read the old manifest a moment ago can still open it.
+        kept = {mixes_file.name, *(m["mixes_file"] for m in [_readable_manifest(directory / PREVIOUS)] if m)}
         for stale in directory.glob("mixes-*.parquet"):
-            if stale.name not in {mixes_file.name, previous}:
+            if stale.name not in kept:
                 stale.unlink()
-        _advance_latest(self.settings, day)
+        self._advance_latest(day)
         return manifest
 
     def latest_date(self) -> str | None:
-        path = Layout(self.settings.home).published / LATEST
-        return read_json(path)["date"] if path.exists() else None
+        """The day readers without a date get: `latest.json`, or while it does not read, the newest day on disk."""
+        try:
+            return _latest_pointer(self.root / LATEST)
+        except UNREADABLE as error:
+            newest = next(iter(self.days()), None)
+            log.warning("%s does not read (%s); the newest published day is %s", LATEST, _why(error), newest)
+            return newest
+
+    def days(self) -> list[str]:
+        """The days with a publication folder, newest first."""
+        folders = [p for p in self.root.glob(f"{DATE_PREFIX}*") if (p / MANIFEST).exists() or (p / PREVIOUS).exists()]
+        return sorted((p.name.removeprefix(DATE_PREFIX) for p in folders), reverse=True)
 
     def read(self, day: str | None, user_id: int | None = None) -> tuple[dict, pd.DataFrame]:
-        day = day or self.latest_date()
-        if day is None:
-            raise LookupError(f"nothing published under {self.settings.home}: run the dailymix_nightly DAG")
-        manifest_path = date_dir(self.settings, day) / MANIFEST
-        if not manifest_path.exists():
-            raise LookupError(f"no mixes published for {day}")
-        manifest = read_json(manifest_path)
-        slots = pd.read_parquet(manifest_path.parent / manifest["mixes_file"])
+        if day is not None:
+            manifest, slots = self._read_day(day)
+        else:
+            manifest, slots = self._read_latest()
         if user_id is not None:
             slots = slots.loc[slots[s.USER_ID] == user_id]
         return manifest, slots
 
+    def _read_latest(self) -> tuple[dict, pd.DataFrame]:
+        latest = self.latest_date()
+        if latest is None:
+            raise LookupError("nothing published yet: run the dailymix_nightly DAG")
+        damaged = None
+        for day in [latest, *(d for d in self.days() if d < latest)]:
+            try:
+                return self._read_day(day)
+            except DamagedPublication as error:
+                damaged = damaged or error
+                log.warning("%s; readers without a date fall back to an older day", error)
+        raise damaged or LookupError(f"no mixes published for {latest}")
 
-def _advance_latest(settings: Settings, day: str) -> None:
-    """Point readers without a date at the newest published day; a backfill never moves it back."""
-    path = Layout(settings.home).published / LATEST
-    if not path.exists() or read_json(path)["date"] <= day:
-        atomic_write_json({"date": day}, path)
+    def _read_day(self, day: str) -> tuple[dict, pd.DataFrame]:
+        """The current version of `day`, or the one it replaced while the current one does not read."""
+        directory = date_dir(self.settings, day)
+        if not (directory / MANIFEST).exists() and not (directory / PREVIOUS).exists():
+            raise LookupError(f"no mixes published for {day}")
+        problems = []
+        for name in (MANIFEST, PREVIOUS):
+            try:
+                version = _read_version(directory, name)
+            except UNREADABLE as error:
+                problems.append(f"{name}: {_why(error)}")
+                continue
+            if problems:
+                log.warning("the publication of %s does not read (%s); serving the version it replaced", day,
+                            problems[0])
+            return version
+        raise DamagedPublication(f"the publication of {day} is damaged ({'; '.join(problems)})")
+
+    def problems(self) -> list[str]:
+        """What is damaged in what readers without a date get (cheap: manifests and Parquet footers only)."""
+        problems = []
+        try:
+            latest = _latest_pointer(self.root / LATEST)
+        except UNREADABLE as error:
+            latest = next(iter(self.days()), None)
+            problems.append(f"{LATEST}: {_why(error)}")
+        if latest is None:
+            return problems
+        directory = date_dir(self.settings, latest)
+        manifest = _readable_manifest(directory / MANIFEST)
+        where = f"date={latest}/{MANIFEST}"
+        if manifest is None:
+            problems.append(f"{where}: does not read")
+        elif (problem := _parquet_problem(directory / manifest["mixes_file"])) is not None:
+            problems.append(f"date={latest}/{manifest['mixes_file']}: {problem}")
+        return problems
+
+    def _advance_latest(self, day: str) -> None:
+        """Point readers without a date at the newest published day; a backfill never moves it back (a pointer
+        that does not read is replaced by the newest day on disk)."""
+        path = self.root / LATEST
+        try:
+            pointed, damaged = _latest_pointer(path), False
+        except UNREADABLE:
+            pointed, damaged = next(iter(self.days()), None), True
+        if damaged or pointed is None or pointed <= day:
+            atomic_write_json({"date": max(day, pointed or day)}, path, durable=True)
+
+
+def _latest_pointer(path: Path) -> str | None:
+    """The day `latest.json` names; None when there is none; raises what a damaged one raises."""
+    if not path.exists():
+        return None
+    day = read_json(path)["date"]
+    if s.calendar_day(day) is None:
+        raise ValueError(f"not a day: {day!r}")
+    return day
+
+
+def _read_version(directory: Path, name: str) -> tuple[dict, pd.DataFrame]:
+    """A manifest and the slots it names, checked against each other; raises what a damaged one raises."""
+    manifest = read_json(directory / name)
+    mixes_file = manifest["mixes_file"]
+    if not isinstance(mixes_file, str) or Path(mixes_file).name != mixes_file or not mixes_file.startswith("mixes-"):
+        raise ValueError(f"names no mixes file of its folder: {mixes_file!r}")
+    slots = pd.read_parquet(directory / mixes_file)
+    if len(slots) != manifest["slots"]:
+        raise ValueError(f"{mixes_file} holds {len(slots)} slots, the manifest {manifest['slots']}")
+    return manifest, slots
+
+
+def _readable_manifest(path: Path) -> dict | None:
+    try:
+        manifest = read_json(path)
+        return manifest if isinstance(manifest, dict) and isinstance(manifest.get("mixes_file"), str) else None
+    except UNREADABLE:
+        return None
+
+
+def _parquet_problem(path: Path) -> str | None:
+    """Why a Parquet file would not read (missing, or its footer cut off); None when its footer reads."""
+    try:
+        pq.read_metadata(path)
+    except UNREADABLE as error:
+        return _why(error)
+    return None
+
+
+def _why(error: BaseException) -> str:
+    """One line, without the data root's path."""
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    if isinstance(error, json.JSONDecodeError):
+        return "not JSON (empty or cut short)"
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
 
 
 def latest_date(settings: Settings) -> str | None:
     return publication_store(settings).latest_date()
+
+
+def store_health(settings: Settings) -> tuple[str | None, list[str]]:
+    """The day readers without a date get, and what is damaged in the publication store, one line each (none:
+    healthy). The database store's writes are transactions: its only problem is not answering."""
+    store = publication_store(settings)
+    try:
+        latest = store.latest_date()
+    except Exception as error:  # reported, not raised: this is the health check
+        return None, [f"publication store: {type(error).__name__}"]
+    return latest, store.problems() if isinstance(store, FileStore) else []
 
 
 def read_publication(settings: Settings, day: str | None = None) -> tuple[dict, pd.DataFrame]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -166,3 +167,98 @@ def test_latest_never_moves_back_on_a_backfill(settings) -> None:
     publish_day("2026-11-03")
     assert latest_date(settings) == "2026-11-03"
     assert user_mixes(settings, 2)["date"] == "2026-11-03"
+
+
+# --- durability and damage ----------------------------------------------------------------------------------------
+
+
+def test_every_file_of_a_publication_and_its_folder_are_synced_to_disk(settings, monkeypatch) -> None:
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    manifest = publish(settings, write_plan(settings), write_shards(settings, night_slots()), run_id="run-1")
+    files = {Path(p).name[1:].rsplit(".", 2)[0] for p in synced if p.endswith(".tmp")}  # .<name>.<random>.tmp
+    assert {manifest["mixes_file"], MANIFEST, "latest.json"} <= files  # each synced before its rename
+    folder = date_dir(settings, DAY)
+    assert {str(folder), str(folder.parent)} <= set(synced)  # and the directory entries the renames wrote
+
+
+def republished(settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """DAY published twice: (the first slots, now PREVIOUS; the second, now CURRENT)."""
+    first, second = night_slots(), night_slots()
+    second.loc[second[s.USER_ID] == 2, s.SCORE] -= 0.5
+    publish(settings, write_plan(settings), write_shards(settings, first, "a"), run_id="run-1")
+    publish(settings, write_plan(settings), write_shards(settings, second, "b"), run_id="run-2")
+    return first, second
+
+
+def damage(settings, what: str) -> None:
+    folder = date_dir(settings, DAY)
+    current = folder / read_json(folder / MANIFEST)["mixes_file"]
+    if what == "empty manifest":
+        (folder / MANIFEST).write_text("")
+    elif what == "truncated manifest":
+        (folder / MANIFEST).write_text((folder / MANIFEST).read_text()[:40])
+    elif what == "missing mixes file":
+        current.unlink()
+    elif what == "truncated mixes file":
+        current.write_bytes(current.read_bytes()[: current.stat().st_size // 2])
+
+
+DAMAGE = ["empty manifest", "truncated manifest", "missing mixes file", "truncated mixes file"]
+
+
+@pytest.mark.parametrize("what", DAMAGE)
+def test_a_damaged_current_version_falls_back_to_the_one_it_replaced(settings, what: str, caplog) -> None:
+    from pipeline.publish.files import store_health
+
+    first, _ = republished(settings)
+    damage(settings, what)
+    with caplog.at_level("WARNING", logger="pipeline.publish.files"):
+        manifest, slots = read_publication(settings, DAY)
+    assert manifest["lineage"]["run_id"] == "run-1"
+    pd.testing.assert_frame_equal(slots, first)
+    assert f"the publication of {DAY} does not read" in caplog.text
+    assert user_mixes(settings, 2, DAY)["mixes"][0]["tracks"][0]["track_id"] == 100
+    latest, problems = store_health(settings)
+    assert latest == DAY and len(problems) == 1 and problems[0].startswith(f"date={DAY}/")
+    assert str(settings.home) not in problems[0]
+
+
+@pytest.mark.parametrize("what", DAMAGE)
+def test_a_day_without_a_readable_version_is_damaged_and_dateless_readers_get_the_day_before(settings, what: str
+                                                                                             ) -> None:
+    from pipeline.publish.files import DamagedPublication
+
+    before = "2026-10-31"
+    publish(settings, write_plan(settings, before), write_shards(settings, night_slots(before), before), run_id="r0")
+    publish(settings, write_plan(settings), write_shards(settings, night_slots()), run_id="run-1")
+    damage(settings, what)
+    with pytest.raises(DamagedPublication, match=f"the publication of {DAY} is damaged") as raised:
+        read_publication(settings, DAY)
+    assert str(settings.home) not in str(raised.value)
+    assert read_publication(settings)[0]["date"] == before
+    assert latest_date(settings) == DAY  # the pointer is not moved back: the next good night repairs the day
+
+
+@pytest.mark.parametrize("content", ["", '{"date": ', '{"date": "../../etc"}', "[]"])
+def test_a_damaged_latest_pointer_falls_back_to_the_newest_day_on_disk_and_the_next_publication_repairs_it(
+        settings, content: str) -> None:
+    from pipeline.core.paths import Layout
+    from pipeline.publish.files import LATEST, store_health
+
+    publish(settings, write_plan(settings), write_shards(settings, night_slots()), run_id="run-1")
+    pointer = Layout(settings.home).published / LATEST
+    pointer.write_text(content)
+    assert latest_date(settings) == DAY and read_publication(settings)[0]["date"] == DAY
+    assert store_health(settings)[1][0].startswith(f"{LATEST}: ")
+    earlier = "2026-10-31"
+    publish(settings, write_plan(settings, earlier), write_shards(settings, night_slots(earlier), earlier), "r0")
+    assert read_json(pointer) == {"date": DAY} and store_health(settings) == (DAY, [])
