@@ -77,6 +77,7 @@ class ExplorePool:
         # Which genres sit next to which in the item embedding: exploration draws from a user's neighbours.
         self.genre_neighbours = genre_similarity(view.item_factors[view.embedding_row[embedded]],
                                                  view.meta[s.GENRE][embedded], view.genres)
+        self._genre_order = {genre: i for i, genre in enumerate(view.genres)}
 
     def __call__(self, genre_affinity: np.ndarray | None, heard: np.ndarray) -> Columns:
         """Never-played, most-played tracks (EXPLORE_POOL_PER_GENRE per genre) of the genres holding less than
@@ -88,14 +89,25 @@ class ExplorePool:
         genres = self.view.genres
         affinity = np.asarray(genre_affinity, dtype=float) if genre_affinity is not None else np.zeros(len(genres))
         nearest = explore_genres(affinity, self.genre_neighbours, genres, self.config)
-        heard = np.unique(heard)
-        parts = []
-        for genre in genres:
-            tracks = self.view.genre_tracks.get(genre)
-            if genre not in nearest or tracks is None:
-                continue
-            parts.append(take(tracks, unheard_head(tracks[s.TRACK_ID], heard, EXPLORE_POOL_PER_GENRE)))
-        pool = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, dtype=object)
+        parts = self._unheard_heads(nearest, np.unique(heard))
+        ordered = [parts[genre] for genre in sorted(parts, key=self._genre_order.__getitem__)]
+        pool = {name: np.concatenate([p[name] for p in ordered]) if ordered else np.zeros(0, dtype=object)
                 for name in TRACK_COLUMNS[:-1]}
         pool[s.DISCOVERY] = np.ones(len(pool[s.TRACK_ID]), dtype=bool)
         return nearest_pool(pool, nearest, self.config)
+
+    def _unheard_heads(self, ranked_genres: list[str], heard: np.ndarray) -> dict[str, Columns]:
+        """Each genre's EXPLORE_POOL_PER_GENRE most played unheard tracks, genre by genre in order of preference,
+        only as far as `nearest_pool` looks (it stops once it has `explore_genres` genres and enough artists)."""
+        n_explore, _, _ = slot_counts(self.config)
+        parts: dict[str, Columns] = {}
+        artists: set[int] = set()
+        for looked, genre in enumerate(ranked_genres):
+            if looked >= self.config.explore_genres and len(artists) >= EXPLORE_ARTISTS_PER_SLOT * n_explore:
+                break
+            tracks = self.view.genre_tracks.get(genre)
+            if tracks is None:
+                continue
+            parts[genre] = take(tracks, unheard_head(tracks[s.TRACK_ID], heard, EXPLORE_POOL_PER_GENRE))
+            artists |= set(parts[genre][s.ARTIST_ID].tolist())
+        return parts

@@ -5,7 +5,8 @@ from genres next to the user's taste), the rest exploit (the ranker's best, dete
 the exploitation slots hold at least `min_discovery_share` (of the mix) never-played tracks, and the
 exploration slots come on top of that quota, so more exploration means more discovery; at most
 `max_tracks_per_artist` per artist; no track in two mixes of a user. Every slot records its policy and its
-propensity: the probability this policy had of placing that track there.
+propensity: the probability this policy had of placing that track there. A mix opens with its best-scored
+familiar track and spreads the new ones through it (`sequence`).
 
 The nightly calls this once per user, so the work is done on column arrays (`Columns`) and row
 positions; frames are built once per user at the edge (`rerank_user`) or once per block (the shard).
@@ -53,9 +54,14 @@ def required_discoveries(config: RerankConfig) -> int:
     return math.ceil(config.min_discovery_share * config.tracks_per_mix - 1e-9)
 
 
+def spread_positions(n: int, length: int) -> list[int]:
+    """n evenly spread positions (0-based) of `length`, e.g. 3 of 30 → 5, 15, 25."""
+    return [int((i + 0.5) * length / n) for i in range(n)]
+
+
 def explore_positions(n_explore: int, length: int) -> list[int]:
     """Evenly spread exploration slots (0-based), e.g. 3 of 30 → 5, 15, 25."""
-    return [int((i + 0.5) * length / n_explore) for i in range(n_explore)]
+    return spread_positions(n_explore, length)
 
 
 def _greedy(positions: np.ndarray, artists: np.ndarray, counts: dict[int, int], cap: int, limit: int) -> list[int]:
@@ -138,16 +144,31 @@ def pick_explore(pool: pd.DataFrame, n_explore: int, rng: np.random.Generator) -
     return pool.iloc[rows].assign(**{s.PROPENSITY: propensity, s.POLICY: s.POLICY_EXPLORE})
 
 
-def interleave(n_exploit: int, n_explore: int) -> np.ndarray:
-    """Row i of a mix → index into (exploit rows, then explore rows): exploration at evenly spread positions,
-    exploitation in score order elsewhere."""
+def sequence(discovery: np.ndarray, n_explore: int) -> np.ndarray:
+    """Row i of a mix → index into (exploit rows in score order, then explore rows).
+
+    Exploration sits at evenly spread positions (`explore_positions`). The first other slot opens the mix with
+    the best-scored familiar track; the never-played exploitation tracks are spread evenly over the slots after
+    it; familiar tracks fill the rest. Each kind keeps score order. Without both kinds: score order.
+    `discovery`: whether each exploit row (in score order) is never played.
+    """
+    discovery = np.asarray(discovery, dtype=bool)
+    n_exploit = len(discovery)
     length = n_exploit + n_explore
-    source = np.empty(length, dtype=np.int64)
     is_explore = np.zeros(length, dtype=bool)
     if n_explore:
         is_explore[explore_positions(n_explore, length)] = True
-    source[~is_explore] = np.arange(n_exploit)
+    source = np.empty(length, dtype=np.int64)
     source[is_explore] = n_exploit + np.arange(n_explore)
+    free = np.flatnonzero(~is_explore)
+    new, familiar = np.flatnonzero(discovery), np.flatnonzero(~discovery)
+    if len(new) == 0 or len(familiar) == 0:
+        source[free] = np.arange(n_exploit)
+        return source
+    after_opener = free[1:]
+    new_at = after_opener[spread_positions(len(new), len(after_opener))]
+    source[new_at] = new
+    source[np.r_[free[0], np.setdiff1d(after_opener, new_at, assume_unique=True)]] = familiar
     return source
 
 
@@ -189,7 +210,7 @@ def rerank_columns(candidates: Columns, n_clusters: int, pool: Columns, config: 
 
 def _mix_columns(index: int, exploit: Columns, explore: Columns, propensity: np.ndarray) -> Columns:
     n_exploit, n_explore = len(exploit[s.TRACK_ID]), len(explore[s.TRACK_ID])
-    source = interleave(n_exploit, n_explore)
+    source = sequence(exploit[s.DISCOVERY], n_explore)
     mix = {name: np.concatenate([exploit[name], explore[name]])[source] for name in TRACK_COLUMNS}
     mix[s.DISCOVERY] = mix[s.DISCOVERY].astype(bool)
     mix[s.POLICY] = np.r_[np.full(n_exploit, s.POLICY_EXPLOIT, dtype=object),

@@ -108,6 +108,15 @@ def rows_of(keys: Iterable[Hashable]) -> dict[Hashable, int]:
     return rows
 
 
+def longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of consecutive True values."""
+    longest = current = 0
+    for flag in flags.tolist():
+        current = current + 1 if flag else 0
+        longest = max(longest, current)
+    return longest
+
+
 def mixes_of(slots: Columns) -> pd.DataFrame:
     return pd.DataFrame({name: slots[name] for name in SLOT_COLUMNS})
 
@@ -199,11 +208,40 @@ class RerankerContract:
             for name in TRACK_COLUMNS[1:]:
                 assert (slots[name].to_numpy()[~exploit] == user.pool[name][rows]).all(), f"explore {name}"
 
-    def test_exploitation_runs_in_score_order(self, runs) -> None:
+    def test_familiar_tracks_and_discoveries_each_run_in_score_order(self, runs) -> None:
+        for _, slots, _ in runs:
+            exploit = slots.loc[slots[s.POLICY] == s.POLICY_EXPLOIT]
+            for (mix, new), one in exploit.groupby([s.MIX_INDEX, s.DISCOVERY]):
+                scores = one.sort_values(s.POSITION)[s.SCORE].to_numpy()
+                assert (np.diff(scores) <= 0).all(), f"mix {mix}, discovery {new}"
+
+    def test_a_mix_opens_with_a_familiar_track(self, runs, config) -> None:
+        """Its first exploitation slot (the first slot, unless exploration takes more than every other one) holds
+        its best-scored familiar track."""
         for _, slots, _ in runs:
             exploit = slots.loc[slots[s.POLICY] == s.POLICY_EXPLOIT]
             for mix, one in exploit.groupby(s.MIX_INDEX):
-                assert (np.diff(one.sort_values(s.POSITION)[s.SCORE].to_numpy()) <= 0).all(), f"mix {mix}"
+                familiar = one.loc[~one[s.DISCOVERY].astype(bool)]
+                if familiar.empty:
+                    continue
+                opener = one.sort_values(s.POSITION).iloc[0]
+                assert not opener[s.DISCOVERY], f"mix {mix} opens with a discovery"
+                assert opener[s.SCORE] == familiar[s.SCORE].max(), f"mix {mix}"
+                if 2 * explore_slots(config) <= config.tracks_per_mix:
+                    assert opener[s.POSITION] == 0, f"mix {mix}"
+
+    def test_discoveries_are_spread_not_bunched(self, runs) -> None:
+        """Each half of a mix holds at least a quarter of its never-played tracks, and no run of them is much
+        longer than an even spread needs (new ÷ familiar, rounded up)."""
+        for _, slots, _ in runs:
+            for mix, one in slots.groupby(s.MIX_INDEX):
+                new = one.sort_values(s.POSITION)[s.DISCOVERY].to_numpy(dtype=bool)
+                n_new, n_familiar = int(new.sum()), int((~new).sum())
+                if n_new < 2 or n_familiar < 2:
+                    continue
+                half = len(new) // 2
+                assert min(new[:half].sum(), new[half:].sum()) >= n_new // 4, f"mix {mix}: {new.astype(int)}"
+                assert longest_run(new) <= math.ceil(n_new / n_familiar) + 2, f"mix {mix}: {new.astype(int)}"
 
     def test_the_publication_guard_accepts_every_mix(self, runs, config) -> None:
         for _, slots, _ in runs:
@@ -244,6 +282,21 @@ class RerankerContract:
         exploit = mixes_of(slots).query(f"{s.POLICY} == '{s.POLICY_EXPLOIT}'")
         assert of_cluster == [0]
         assert exploit[s.TRACK_ID].tolist() == track[np.argsort(-score)][:27].tolist()
+
+    def test_a_mix_opens_with_a_familiar_track_even_when_discoveries_score_higher(
+            self, make_reranker, candidate_factory, wide_explore_pool) -> None:
+        """40 never-played candidates outscore 30 familiar ones (one artist each): the exploitation slots take the
+        15 best discoveries (the soft cap) and the 12 best familiar tracks; the mix still opens with the best
+        familiar track, and its second half holds discoveries too."""
+        familiar, found = np.arange(1, 31), np.arange(101, 141)
+        track = np.r_[familiar, found]
+        frame = candidate_factory(track, track, np.r_[50.0 - familiar, 200.0 - found],
+                                  np.r_[np.zeros(30, dtype=bool), np.ones(40, dtype=bool)])
+        slots, _ = make_reranker(RerankConfig())(columns(frame, [*TRACK_COLUMNS, s.SCORE, "cluster"]), ["rock"],
+                                                 columns(wide_explore_pool, TRACK_COLUMNS), np.random.default_rng(0))
+        mix = mixes_of(slots).sort_values(s.POSITION)
+        assert mix[s.TRACK_ID].iloc[0] == 1
+        assert mix[s.DISCOVERY].to_numpy()[15:].sum() >= 7
 
     def test_three_rich_clusters_give_three_mixes_without_sharing_a_track(self, make_reranker,
                                                                           three_cluster_candidates,

@@ -8,18 +8,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.candidates.embeddings import Embeddings
+from pipeline.candidates.retrieval import CatalogView, unheard_head
 from pipeline.core import schema as s
-from pipeline.core.columns import columns
+from pipeline.core.columns import columns, take
 from pipeline.core.config import RerankConfig
-from pipeline.reranking.explore import EXPLORE_ARTISTS_PER_SLOT, explore_genres, genre_similarity, nearest_pool
+from pipeline.reranking.explore import (
+    EXPLORE_ARTISTS_PER_SLOT,
+    EXPLORE_POOL_PER_GENRE,
+    ExplorePool,
+    explore_genres,
+    genre_similarity,
+    nearest_pool,
+)
 from pipeline.reranking.rules import (
     SLOT_COLUMNS,
+    TRACK_COLUMNS,
     MixPlan,
     explore_positions,
     pick_exploit,
     pick_explore,
     rerank_user,
     rule_violations,
+    sequence,
     slot_counts,
 )
 
@@ -270,15 +281,29 @@ def test_every_rule_holds_for_every_mix(three_cluster_candidates, wide_explore_p
     assert rule_violations(_published(mixes), rerank_config) == []
 
 
-def test_mix_interleaves_exploration_into_exploit_score_order(quota_candidates, wide_explore_pool,
-                                                             rerank_config, rng) -> None:
+def test_mix_opens_with_its_best_familiar_track_and_spreads_the_new_ones(quota_candidates, wide_explore_pool,
+                                                                          rerank_config, rng) -> None:
     (mix,) = rerank_user(quota_candidates, ["Rock"], wide_explore_pool, rerank_config, rng)
     slots = mix.slots
+    assert slots[s.TRACK_ID].iloc[0] == 1  # the best-scored familiar track
+    # Exploration at 5, 15, 25; the six exploit discoveries evenly over the 26 other slots after the opener.
+    assert slots.loc[slots[s.DISCOVERY], s.POSITION].tolist() == [3, 5, 8, 12, 15, 18, 22, 25, 27]
     exploit = slots.loc[~slots[s.POSITION].isin(EXPLORE_AT)]
-    assert exploit[s.TRACK_ID].tolist() == QUOTA_EXPLOIT
     assert (exploit[s.POLICY] == s.POLICY_EXPLOIT).all()
+    assert exploit.loc[~exploit[s.DISCOVERY], s.TRACK_ID].tolist() == QUOTA_FAMILIAR  # each kind in score order
+    assert exploit.loc[exploit[s.DISCOVERY], s.TRACK_ID].tolist() == list(range(101, 107))
     assert (slots.loc[slots[s.POSITION].isin(EXPLORE_AT), s.POLICY] == s.POLICY_EXPLORE).all()
     assert slots[s.DISCOVERY].sum() == 9  # the 20% minimum in the exploit slots, and the 3 explore slots on top
+
+
+def test_sequence_by_hand() -> None:
+    # four familiar then two new exploit rows (score order), no exploration: opener, then the new at 2 and 4
+    assert sequence(np.array([False] * 4 + [True] * 2), 0).tolist() == [0, 1, 4, 2, 5, 3]
+    # one exploration slot of 5 sits at 2 (row 4, the explore row); the new exploit row mid-way after the opener
+    assert sequence(np.array([False, False, False, True]), 1).tolist() == [0, 1, 4, 3, 2]
+    # one kind only: score order around the exploration slots
+    assert sequence(np.ones(3, dtype=bool), 1).tolist() == [0, 1, 3, 2]
+    assert sequence(np.zeros(3, dtype=bool), 0).tolist() == [0, 1, 2]
 
 
 def test_contested_tracks_go_to_the_first_cluster(candidate_factory, wide_explore_pool, rerank_config, rng) -> None:
@@ -500,3 +525,38 @@ def test_later_mix_propensity_is_conditional_on_the_tracks_already_placed(three_
             for artist, p in zip(explore[s.ARTIST_ID], explore[s.PROPENSITY], strict=True):
                 assert p == pytest.approx(3 / n_artists / per_artist[artist], rel=1e-12)
             placed |= set(mix.slots[s.TRACK_ID])
+
+
+# --- the exploration pool of a catalog view -----------------------------------------------------------------------
+
+
+def _view(n_genres: int, seed: int) -> CatalogView:
+    """n_genres genres × 5 artists × 3 tracks; random item vectors; track t played 1000 - t times."""
+    n = n_genres * 15
+    track = np.arange(n, dtype=np.int64)
+    catalog = pd.DataFrame({s.TRACK_ID: track, s.ARTIST_ID: track // 3, s.GENRE: [f"g{t // 15:02d}" for t in track],
+                            s.MOOD: "calm"})
+    vectors = np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+    embeddings = Embeddings(np.arange(3, dtype=np.int64), track, np.zeros((3, 4), dtype=np.float32), vectors)
+    return CatalogView.build(catalog, embeddings, pd.Series(1000.0 - track, index=track))
+
+
+def test_explore_pool_is_nearest_pool_of_every_explorable_genres_unheard_head() -> None:
+    """The pool looks only as far down the genre preference as nearest_pool does: the same pool as building
+    every explorable genre's unheard head first (the definition), on a catalog of many genres."""
+    view, config = _view(40, seed=2), RerankConfig()
+    pool_of = ExplorePool(view, config)
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        affinity = rng.dirichlet(np.full(40, 0.3))
+        heard = rng.choice(600, size=120, replace=False)
+        ranked = explore_genres(affinity, pool_of.genre_neighbours, view.genres, config)
+        heads = [take(view.genre_tracks[g], unheard_head(view.genre_tracks[g][s.TRACK_ID], np.unique(heard),
+                                                         EXPLORE_POOL_PER_GENRE)) for g in view.genres if g in ranked]
+        every = {name: np.concatenate([h[name] for h in heads]) for name in TRACK_COLUMNS[:-1]}
+        every[s.DISCOVERY] = np.ones(len(every[s.TRACK_ID]), dtype=bool)
+        expected, got = nearest_pool(every, ranked, config), pool_of(affinity, heard)
+        assert set(got) == set(expected)
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
+        assert len(got[s.TRACK_ID]) > 0
