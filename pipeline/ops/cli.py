@@ -100,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Offline evaluation on real listening data against popularity, ALS and item-kNN baselines."""
+    """Offline evaluation on real listening data against tuned baselines (popularity, ALS, item-kNN, EASE, RP3beta)."""
     from pipeline.evaluation.offline import run_hetrec
 
     return run_hetrec(args)
@@ -298,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     hetrec.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
     hetrec.add_argument("--seed", type=int, default=0, help="seed of the split and of every model (default 0)")
     hetrec.add_argument("--backend", choices=["annoy", "voyager"], default="annoy", help="ANN backend")
+    hetrec.add_argument("--quick", action="store_true", help="fixed, previously tuned baseline settings (no tuning)")
     hetrec.set_defaults(func=cmd_eval)
 
     serve = sub.add_parser("serve", help=cmd_serve.__doc__)
