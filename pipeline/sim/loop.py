@@ -217,7 +217,8 @@ def format_table(report: dict) -> str:
                ("coverage", "cover", "{:>6.3f}"), ("exposure_gini", "gini", "{:>6.3f}"),
                ("discovery_share", "disc", "{:>6.3f}"), ("skip_rate", "skip", "{:>6.3f}"),
                ("skip_rate_explore", "sk_exp", "{:>6.3f}"), ("skip_rate_exploit", "sk_xpt", "{:>6.3f}"),
-               ("true_satisfaction", "truth", "{:>6.3f}")]
+               ("true_satisfaction", "truth", "{:>6.3f}"), ("completed_plays_per_user", "plays", "{:>6.1f}"),
+               ("genres_with_mix_per_user", "g_mix", "{:>6.2f}")]
     header = " ".join(f"{title:>{4 if key == 'week' else 6}}" for key, title, _ in columns) + "  alerts"
     lines = [header]
     for row in report["weeks"]:
