@@ -254,7 +254,8 @@ def cmd_tune_exploration(args: argparse.Namespace) -> int:
     settings = _settings(args)
     tuning = tune_exploration(settings, grid, args.weeks, Path(args.out).resolve(), seeds=args.seeds,
                               guardrail=args.guardrail, apply=not args.dry_run,
-                              world=simulation_world(args.users, args.tracks), jobs=args.jobs)
+                              world=simulation_world(args.users, args.tracks), jobs=args.jobs,
+                              reuse_finished=args.reuse_finished)
     print(format_tuning(tuning))
     return 0
 
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", required=True, help="directory for tuning.json, the curve and each run")
     tune.add_argument("--dry-run", action="store_true", help="do not write the recommendation to settings.json")
     tune.add_argument("--jobs", type=int, default=1, help="simulations run at once, one process each (default 1)")
+    tune.add_argument("--reuse-finished", action="store_true", help="take runs in OUT whose report.json has every "
+                      "week under the same config as done (go on after a cut-short run of the same code)")
     tune.add_argument("--users", type=int, help="listeners in the simulated world (default 80)")
     tune.add_argument("--tracks", type=int, help="catalog size of the simulated world (default 1500)")
     tune.set_defaults(func=cmd_tune_exploration)

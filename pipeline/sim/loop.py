@@ -118,7 +118,7 @@ def run_simulation(settings: Settings, weeks: int, out: Path, listener: Listener
         rows.append(_monitor_week(settings, week, publication_day, slots, days, listeners.world, truth))
         clock.lap("monitor")
         publication_day = days[-1]
-        report = {"config": _config(settings, weeks, listener or ListenerConfig()), "weeks": rows}
+        report = {"config": report_config(settings, weeks, listener or ListenerConfig()), "weeks": rows}
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(report, out / "report.json")  # after every week: a long run cut short keeps its weeks
     write_plots(report, out)
@@ -199,7 +199,8 @@ def _monitor_week(settings: Settings, week: int, day: str, slots: pd.DataFrame, 
     return {"week": week, "date": day, **{k: row.get(k) for k in REPORT_METRICS}, "alerts": results["drift"]}
 
 
-def _config(settings: Settings, weeks: int, listener: ListenerConfig) -> dict:
+def report_config(settings: Settings, weeks: int, listener: ListenerConfig) -> dict:
+    """What report.json records of the run's settings: enough to tell two runs' inputs apart."""
     return {"weeks": weeks, "epsilon": settings.rerank.exploration_rate, "use_ips": settings.training.use_ips,
             "seed": settings.seed, "world": settings.world.model_dump(), "listener": listener.model_dump(),
             "monitor": settings.monitor.model_dump(), "publish_every_days": DAYS_PER_WEEK}

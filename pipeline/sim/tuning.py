@@ -11,6 +11,7 @@ The pick is written to `rerank.exploration_rate` in the data root's settings.jso
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from multiprocessing import get_context
@@ -20,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import schema as s
-from pipeline.core.config import Settings, WorldConfig, save_settings
+from pipeline.core.config import ListenerConfig, Settings, WorldConfig, save_settings
 from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Layout
-from pipeline.sim.loop import DAYS_PER_WEEK, run_simulation, simulation_settings
+from pipeline.sim.loop import DAYS_PER_WEEK, report_config, run_simulation, simulation_settings
 
 CURVE_METRICS = ("cumulative_completed_per_user", "completed_plays_per_user", "user_genre_entropy",
                  "global_genre_entropy",
@@ -107,17 +108,19 @@ def recommend(grid: list[dict], guardrail: float, min_epsilon: float = 0.02) -> 
 
 def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out: Path, *, seeds: list[int],
                      guardrail: float = 0.02, min_epsilon: float = 0.02, apply: bool = True,
-                     world: WorldConfig | None = None, jobs: int = 1) -> dict:
+                     world: WorldConfig | None = None, jobs: int = 1, reuse_finished: bool = False) -> dict:
     """Simulate every (ε, seed), write out/tuning.json and out/tuning.png; save the pick unless `apply` is False.
 
     `jobs` > 1 runs that many simulations at once, each in its own process and data root (same results: every
-    run is seeded by its seed alone, so runs of one seed share their world and listeners).
+    run is seeded by its seed alone, so runs of one seed share their world and listeners). `reuse_finished` takes
+    a run whose report.json already has every week under the same config as done (a tuning run cut short goes
+    on where it stopped; the code is not compared, so only for runs of the same code).
     """
     grid_epsilons = sorted(set(epsilons) | {0.0})
     runs = [(epsilon, seed) for epsilon in grid_epsilons for seed in seeds]
     tasks = [(simulation_settings(out / f"eps={epsilon:g}" / f"seed={seed}" / "home", epsilon=epsilon, seed=seed,
-                                  world=world, base=settings), weeks, out / f"eps={epsilon:g}" / f"seed={seed}")
-             for epsilon, seed in runs]
+                                  world=world, base=settings), weeks, out / f"eps={epsilon:g}" / f"seed={seed}",
+              reuse_finished) for epsilon, seed in runs]
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             summaries = list(pool.map(_summarised_run, tasks))
@@ -138,9 +141,19 @@ def tune_exploration(settings: Settings, epsilons: list[float], weeks: int, out:
     return tuning
 
 
-def _summarised_run(task: tuple[Settings, int, Path]) -> dict:
-    settings, weeks, run_dir = task
-    report = run_simulation(settings, weeks, run_dir)
+def finished_report(settings: Settings, weeks: int, run_dir: Path) -> dict | None:
+    """The run's report.json if it holds all `weeks` weeks of a run with these settings; None otherwise."""
+    path = run_dir / "report.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    same = report.get("config") == json.loads(json.dumps(report_config(settings, weeks, ListenerConfig())))
+    return report if same and len(report.get("weeks", [])) == weeks else None
+
+
+def _summarised_run(task: tuple[Settings, int, Path, bool]) -> dict:
+    settings, weeks, run_dir, reuse = task
+    report = (finished_report(settings, weeks, run_dir) if reuse else None) or run_simulation(settings, weeks, run_dir)
     users = np.arange(settings.world.n_users)
     return run_summary(report, completed_by_user(settings.home, report, users))
 

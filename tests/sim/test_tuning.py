@@ -116,3 +116,21 @@ def test_tables_show_every_week_and_the_pick() -> None:
     assert "0.05" in text[3] and "recommended" in text[3] and "recommended" not in text[4]
     assert "recommended ε = 0.05" in text[-1]
     assert "none (no ε passed)" in format_tuning({**_tuning(), "recommended_epsilon": None})
+
+
+def test_a_finished_run_is_reused_only_with_the_same_config_and_every_week(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.core.config import ListenerConfig
+    from pipeline.sim.loop import report_config, simulation_settings
+    from pipeline.sim.tuning import finished_report
+
+    settings = simulation_settings(tmp_path / "home", epsilon=0.05, seed=2)
+    config = report_config(settings, 2, ListenerConfig())
+    report = {"config": config, "weeks": [_week(1, 10.0, 0.2, []), _week(2, 20.0, 0.3, [])]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert finished_report(settings, 2, tmp_path) == json.loads(json.dumps(report))
+    assert finished_report(settings, 3, tmp_path) is None  # cut short: one week missing
+    other = simulation_settings(tmp_path / "home", epsilon=0.1, seed=2)
+    assert finished_report(other, 2, tmp_path) is None  # another ε
+    assert finished_report(settings, 2, tmp_path / "elsewhere") is None
