@@ -29,14 +29,15 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.core.config import Settings
-from pipeline.publish.files import latest_date
+from pipeline.publish.files import store_health
 from pipeline.serve.models import BatchResult, EventBatch
 from pipeline.serve.refresh import published_mixes
 from pipeline.serve.service import Service
 from pipeline.serve.state import Clock, utc_now
 
-DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # ASCII digits: Python's \d also takes other scripts' digits
 MAX_ID = 2**63 - 1  # ids are int64 everywhere downstream
+DAMAGED = {"description": "no version of the day's publication reads (docs/operations.md)"}
 UserId = Annotated[int, Path(ge=0, le=MAX_ID)]
 # Module level: annotations are strings here (PEP 563), so FastAPI resolves them in the module's namespace.
 Credentials = Annotated[HTTPAuthorizationCredentials | None,
@@ -83,6 +84,27 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class AnswerHeaders:
+    """ASGI middleware: no answer is sniffed for another content type or kept by a cache (answers are per user, and
+    change with each night and each play)."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
 def bearer_guard(token: str | None) -> Callable:
     """A dependency demanding `Authorization: Bearer <token>`; None (only via --insecure-dev) disables it."""
     async def check(credentials: Credentials) -> None:  # async: FastAPI runs a plain def in a thread, per request
@@ -108,18 +130,24 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
         gc.freeze()
         yield
 
-    app = FastAPI(title="Daily Mix", version="1", description=__doc__, lifespan=lifespan)
+    # No interactive docs (/docs, /redoc): they load scripts from a CDN into the API's origin. The schema stays open
+    # at /openapi.json, like /healthz; everything else needs the token.
+    app = FastAPI(title="Daily Mix", version="1", description=__doc__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(AnswerHeaders)  # outermost: a 413 from BodyLimit carries the headers too
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer_guard(token))],
                    responses={401: {"description": "missing or wrong bearer token"}})
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
-        """Liveness, no auth: says which publication readers get by default."""
-        return {"status": "ok", "latest_published": latest_date(settings)}
+        """Liveness, no auth: which publication readers get by default, and what is damaged in the publication store
+        ("degraded": readers are served an older version or day meanwhile; docs/operations.md)."""
+        latest, problems = store_health(settings)
+        return {"status": "degraded" if problems else "ok", "latest_published": latest, "problems": problems}
 
-    @v1.get("/users/{user_id}/mixes", responses={404: {"description": "nothing published"}})
+    @v1.get("/users/{user_id}/mixes", responses={404: {"description": "nothing published"}, 503: DAMAGED})
     def mixes(user_id: UserId, date: Day = None) -> dict[str, Any]:
         """The published mixes (stable contract of `dailymix mixes --json`): titles, tracks, discovery, lineage."""
         return published_mixes(settings, user_id, date)
@@ -141,7 +169,7 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
         # and back, the largest cost of this request under load.
         return JSONResponse(service.features(user_id))
 
-    @v1.post("/users/{user_id}/mixes/refresh", responses={404: {"description": "nothing published"}})
+    @v1.post("/users/{user_id}/mixes/refresh", responses={404: {"description": "nothing published"}, 503: DAMAGED})
     def refresh(user_id: UserId, date: Day = None) -> dict[str, Any]:
         """Re-rank the published mixes with fresh online features; the published files are never modified."""
         return service.refresh(user_id, date)

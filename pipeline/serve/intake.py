@@ -29,10 +29,17 @@ class Intake:
     rows: list[dict[str, str | None]]
     digest: str
     result: BatchResult | None = None
+    error: Exception | None = None  # set when this batch's own intake pass failed
 
     @classmethod
     def of(cls, events: list[EventIn]) -> Intake:
         return cls([event_text(e) for e in events], batch_digest(events))
+
+    def answer(self) -> BatchResult:
+        """The batch's result, once its intake pass has run; raises what failed that pass."""
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 @dataclass
@@ -43,8 +50,9 @@ class IntakePass:
     read-merge-write of last-10; each batch keeps its own reasons, result and quarantine part, as if sent alone.
     A batch already stored by an earlier pass (a retry) is judged alone first, so its own earlier rows are not
     duplicates for it (they are acknowledged again, not stored twice) but are for the other batches; the same batch
-    twice in one pass is processed once. Rows older than `window_days` (or without a readable time) are judged for
-    the clock's day, where the rules reject them: no client may create raw partitions for arbitrary past days.
+    twice in one pass is processed once. Rows older than `window_days`, later than the clock, or without a readable
+    time are judged for the clock's day, where the rules reject them: a batch touches at most the days of the window,
+    and no client may create raw or quarantine partitions for arbitrary past or future days.
     """
 
     intakes: list[Intake]
@@ -71,7 +79,7 @@ class IntakePass:
         self.owner = [r for r, batch in enumerate(self.batches) for _ in batch.rows]
         self.start = [0, *accumulate(len(batch.rows) for batch in self.batches)]
         oldest = self.now - pd.Timedelta(days=self.window_days)
-        self.days = [row_day(row, oldest.value, self.now.strftime("%Y-%m-%d")) for row in self.rows]
+        self.days = [row_day(row, oldest.value, self.now.value, self.now.strftime("%Y-%m-%d")) for row in self.rows]
         self.reasons = [""] * len(self.rows)
         self.fresh, self.staged = {}, {}
 
@@ -171,10 +179,10 @@ def row_key(row: ParsedRow) -> Key:
     return row.values[s.USER_ID], row.values[s.TRACK_ID], row.values[s.TS]
 
 
-def row_day(row: ParsedRow, oldest_ns: int, fallback: str) -> str:
-    """The UTC day a row claims; `fallback` for rows without a readable time or older than `oldest_ns`."""
+def row_day(row: ParsedRow, oldest_ns: int, newest_ns: int, fallback: str) -> str:
+    """The UTC day a row claims; `fallback` for rows without a readable time or outside [`oldest_ns`, `newest_ns`]."""
     ns = row.values[s.TS]
-    if ns is None or ns < oldest_ns:
+    if ns is None or not oldest_ns <= ns <= newest_ns:
         return fallback
     return time.strftime("%Y-%m-%d", time.gmtime(ns // 1_000_000_000))
 

@@ -8,7 +8,7 @@ from fastapi import HTTPException
 
 from pipeline.core import schema as s
 from pipeline.core.config import Settings
-from pipeline.publish.files import user_mixes
+from pipeline.publish.files import DamagedPublication, user_mixes
 from pipeline.serve.state import ServingState
 
 
@@ -39,9 +39,12 @@ def rerank_tracks(tracks: list[dict], skipped: set[int], artists: set[int]) -> l
 
 
 def published_mixes(settings: Settings, user_id: int, day: str | None) -> dict[str, Any]:
-    """`publish.user_mixes`, with "nothing published for this user" as a 404."""
+    """`publish.user_mixes`, with "nothing published for this user" as a 404 and a day whose every version is
+    damaged as a 503 (the store's messages name no path)."""
     try:
         payload = user_mixes(settings, user_id, day)
+    except DamagedPublication as error:
+        raise HTTPException(503, str(error)) from error
     except LookupError as error:
         raise HTTPException(404, str(error)) from error
     if not payload["mixes"]:

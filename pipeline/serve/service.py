@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +15,8 @@ from pipeline.serve.refresh import MixRefresh
 from pipeline.serve.state import Clock, ServingState
 from pipeline.serve.stored_keys import StoredKeys
 from pipeline.serve.user_features import UserFeatures
+
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -46,17 +49,33 @@ class Service:
         Batches arriving while another is processed are handled together in the next pass."""
         intake = Intake.of(events)
         self.intake.submit(intake)
-        return intake.result
+        return intake.answer()
 
     async def ingest_async(self, events: list[EventIn]) -> BatchResult:
         """`ingest` for the event loop: the request waits for its intake pass without holding a thread."""
         intake = Intake.of(events)
         await self.intake.submit_async(intake)
-        return intake.result
+        return intake.answer()
 
     def _ingest_together(self, intakes: list[Intake]) -> None:
         """The coalescer's flush: one intake pass over every queued batch, then one merge into last-10, both under
-        the intake lock."""
+        the intake lock. When that pass fails, each batch gets a pass of its own, so one batch's failure is its own
+        answer and never another's."""
+        try:
+            self._intake_pass(intakes)
+        except Exception as error:
+            if len(intakes) == 1:
+                raise
+            log.warning("an intake pass of %d batches failed (%r); each batch again in a pass of its own",
+                        len(intakes), error)
+            self.stored_keys = StoredKeys()  # what the failed pass noted may not all be on disk: read it back
+            for intake in intakes:
+                try:
+                    self._intake_pass([intake])
+                except Exception as alone:  # handed to that batch's request, which fails with it
+                    intake.error = alone
+
+    def _intake_pass(self, intakes: list[Intake]) -> None:
         with self.exclusive() as lock:
             state = self.state
             now = state.now()

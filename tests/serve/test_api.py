@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -49,10 +50,29 @@ def test_every_v1_endpoint_needs_the_token(client: TestClient, method: str, url:
 
 
 def test_healthz_is_open_and_openapi_lists_the_endpoints(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok", "latest_published": DAY}
+    assert client.get("/healthz").json() == {"status": "ok", "latest_published": DAY, "problems": []}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/users/{user_id}/mixes", "/v1/events", "/v1/users/{user_id}/features",
             "/v1/users/{user_id}/mixes/refresh", "/healthz"} <= set(paths)
+
+
+def test_no_interactive_docs_and_every_answer_is_neither_sniffed_nor_cached(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    answers = [client.get("/healthz"), client.get("/v1/users/1/mixes"), client.get("/v1/users/1/mixes", headers=AUTH),
+               client.get("/v1/users/2/mixes", headers=AUTH), client.get("/nowhere"),
+               client.post("/v1/events", headers=AUTH, content=b"x" * 30_000)]
+    assert [a.status_code for a in answers] == [200, 401, 200, 404, 404, 413]
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
+
+
+def test_a_404_names_no_path_of_the_server(tmp_path: Path) -> None:
+    home = tmp_path / "secret-place"
+    empty = TestClient(create_app(Settings(home=home), TOKEN, clock=Clock(START)))
+    answer = empty.get("/v1/users/1/mixes", headers=AUTH)
+    assert answer.status_code == 404 and "nothing published" in answer.json()["detail"]
+    assert "secret-place" not in answer.text and str(tmp_path) not in answer.text
 
 
 # --- mixes ----------------------------------------------------------------------------------------------------------
@@ -139,6 +159,59 @@ def test_an_event_stored_by_an_earlier_batch_is_a_duplicate(client: TestClient, 
         assert {e["index"]: e["reasons"] for e in body["errors"]} == {0: ["duplicate"], 1: ["duplicate"]}
     finally:
         ingested.unlink()
+
+
+@pytest.mark.parametrize("field", s.EVENT_COLUMNS)
+def test_a_lone_surrogate_in_any_field_is_a_row_reason_not_a_500(client: TestClient, root: Settings, field: str
+                                                                ) -> None:
+    user = 100 + s.EVENT_COLUMNS.index(field)  # a user per case: no case's good row is another's duplicate
+    good = event(user, 30, f"{DAY}T07:00:00Z", policy="explore", mix_id=f"{DAY}:{user}:0", position=3,
+                 propensity=0.5)
+    batch = [good, {**good, s.TS: f"{DAY}T07:01:00Z", field: "\ud800"}]
+    body = json.dumps({"events": batch})  # "\\ud800" in the JSON text, as a hostile client sends it
+    response = client.post("/v1/events", headers={**AUTH, "content-type": "application/json"}, content=body)
+    assert response.status_code == 422
+    assert response.json()["accepted"] == 1 and response.json()["errors"][0]["index"] == 1
+    quarantine = pd.read_parquet(Layout(root.home).quarantine(DAY) / f"api-{response.json()['batch']}.parquet")
+    assert quarantine[field].tolist() == ["\\ud800"]  # kept as sent, escaped
+
+
+def test_a_hostile_mix_id_is_refused_whatever_its_length(client: TestClient) -> None:
+    for mix_id in [f"{DAY}/../../../../tmp/x:1:0", f"{DAY}:{'1' * 260}:0", "m" * 9_000]:
+        batch = [event(13, 31, f"{DAY}T07:00:00Z", policy="exploit", mix_id=mix_id, position=0, propensity=1.0)]
+        response = client.post("/v1/events", headers=AUTH, json={"events": batch})
+        assert response.status_code == 422 and response.json()["errors"][0]["reasons"] == ["bad_type:mix_id"]
+
+
+def test_future_rows_touch_no_day_but_today(client: TestClient, root: Settings) -> None:
+    """Far-future times are judged for the clock's day: one batch cannot create a partition per future day."""
+    future = [f"{year}-01-01T00:00:00Z" for year in range(2027, 2040)] + ["9999-12-31T23:59:59Z", "253402300799000"]
+    batch = [event(14, 32, at) for at in future] + [event(14, 33, f"{DAY}T11:00:00Z")]
+    before = {p.name for p in Layout(root.home).quarantine(DAY).parent.iterdir()}
+    response = client.post("/v1/events", headers=AUTH, json={"events": batch})
+    assert response.status_code == 422 and response.json()["accepted"] == 1
+    reasons = {tuple(e["reasons"]) for e in response.json()["errors"]}
+    assert reasons == {("future_timestamp", "outside_day"), ("bad_type:ts",)}  # the last two: past pandas' range
+    created = {p.name for p in Layout(root.home).quarantine(DAY).parent.iterdir()} - before
+    assert created <= {f"date={DAY}"}
+
+
+def test_one_batch_failing_its_intake_pass_fails_alone(root: Settings) -> None:
+    """Batches of one coalesced pass: one that breaks the pass (here rows that are not text) gets its own error;
+    the others are judged, stored and answered as if it had not been there."""
+    from pipeline.serve.intake import Intake
+    from pipeline.serve.models import EventIn
+    from pipeline.serve.service import Service
+
+    service = Service(root, Clock(START))
+    good = [Intake.of([EventIn(**event(15 + k, 34, f"{DAY}T08:0{k}:00Z"))]) for k in range(3)]
+    poisoned = Intake([{s.USER_ID: 5}], "poisoned")  # not text: parsing it raises
+    service._ingest_together([good[0], poisoned, good[1], good[2]])
+    assert [i.answer().accepted for i in good] == [1, 1, 1]
+    with pytest.raises(AttributeError):
+        poisoned.answer()
+    raw = read_raw_events(Layout(root.home), [DAY]).query("user_id >= 15 and user_id <= 17")
+    assert sorted(raw[s.USER_ID]) == [15, 16, 17]
 
 
 def test_body_limits_give_413(client: TestClient) -> None:
