@@ -19,10 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)   ## fresh world → every DAG through Airflow → summary
 	$(BIN)/dailymix --home $(DAILYMIX_HOME) demo
 
-test: $(STAMP)   ## everything: lint, import contracts, unit, DAG integrity, integration and end-to-end tests
+test: $(STAMP)   ## everything: lint, import contracts, unit, DAG integrity, integration and end-to-end tests, on every core
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 test-fast: $(STAMP)  ## the developer loop (under 2 minutes): lint, import contracts, unit tests not marked slow
 	$(BIN)/ruff check .

@@ -17,6 +17,13 @@ SEED = 1234
 TIER_OF_FOLDER = {"e2e": "e2e", "integration": "integration", "dags": "dags", "reliability": "reliability"}
 
 
+# What runs on one xdist worker, in order (`make test` runs `-n auto --dist loadgroup`): the integration folder
+# (one Redis DB, one Postgres server, fixed service ports), modules that share a session set-up, and otherwise each
+# module (its module-scoped set-ups are built once).
+WORKER_GROUP_OF_FOLDER = {"integration": "services"}
+WORKER_GROUP_OF_MODULE = {"tests/e2e/test_loop.py": "tiny_world", "tests/e2e/test_daily_mix_page.py": "tiny_world"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by the folder it lives in (tests/e2e → e2e, ...), so tiers are chosen with -m."""
     root = Path(__file__).parent
@@ -24,6 +31,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = Path(item.path).relative_to(root).parts[0]
         if folder in TIER_OF_FOLDER:
             item.add_marker(TIER_OF_FOLDER[folder])
+
+
+def worker_group(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    folder = module.split("/")[1] if module.count("/") > 1 else ""
+    return WORKER_GROUP_OF_FOLDER.get(folder) or WORKER_GROUP_OF_MODULE.get(module) or module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` by `worker_group`: xdist 3.8 cannot read `xdist_group` markers under pytest 9.2 (it
+    renames node ids through an attribute pytest no longer reads), so the groups are derived from node ids here."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkerGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return WorkerGroupScheduling(config, log)
+
 
 DAY = "2026-11-01"
 

@@ -20,7 +20,7 @@ from pipeline.publish.files import MANIFEST, date_dir, read_publication
 from pipeline.reranking.rules import rule_violations
 from pipeline.sim.world import history_days
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny_world")]  # shares the session's tiny world
+pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def loop(tiny_world: Settings) -> Settings:
