@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +41,7 @@ PREVIOUS = "PREVIOUS.json"  # the manifest CURRENT.json replaced: the fallback w
 LATEST = "latest.json"
 DATE_PREFIX = "date="
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, pa.ArrowException)  # what a damaged file raises on reading
+ABSOLUTE_PATH = re.compile(r"/[^\s'\"]+")  # kept out of messages: the API answers with them
 
 
 class PublicationError(Exception):
@@ -253,7 +255,8 @@ def _why(error: BaseException) -> str:
         return "missing"
     if isinstance(error, json.JSONDecodeError):
         return "not JSON (empty or cut short)"
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {ABSOLUTE_PATH.sub('<path>', first_line)}".rstrip(": ")
 
 
 def latest_date(settings: Settings) -> str | None:
