@@ -1,12 +1,14 @@
 """Approximate nearest-neighbour search over track embeddings, behind one small interface.
 
-Two backends answer the same calls (`build`, `load`, `query`, `query_batch`):
+Three backends answer the same calls (`build`, `load`, `query`, `query_batch`):
 
 * `annoy` (default): random-projection trees in one file that is memory-mapped on load, so every worker on
   a node shares one copy of the pages.
 * `voyager`: Spotify's HNSW index (Annoy's successor), cosine space; loaded into memory per process.
+* `faiss`: an inverted-file index (k-means cells, exact vectors) searched a whole matrix of queries per call;
+  memory-mapped on load like Annoy.
 
-Both are cosine: a query's norm does not matter and scores are cosine similarities, best first. Item ids
+All are cosine: a query's norm does not matter and scores are cosine similarities, best first. Item ids
 are the ids passed to `build` (track ids), never the backend's internal row numbers.
 """
 
@@ -14,6 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -24,7 +29,8 @@ INDEX_FILE = "tracks.ann"
 VOYAGER_FILE = "tracks.voy"
 META_FILE = "index.json"
 IDS_FILE = "track_ids.npy"
-BACKENDS = ("annoy", "voyager")
+FAISS_FILE = "tracks.faiss"
+BACKENDS = ("annoy", "voyager", "faiss")
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -60,7 +66,7 @@ class AnnIndex(Protocol):
     def params(self) -> dict[str, Any]: ...
 
     def with_query_effort(self, effort: int) -> AnnIndex:
-        """The same index searched with another query-time depth (annoy: search_k; voyager: ef)."""
+        """The same index searched with another query-time depth (annoy: search_k; voyager: ef; faiss: nprobe)."""
         ...
 
     def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
@@ -214,16 +220,7 @@ class VoyagerIndex:
         """One graph; only the query depth ef grows, from k, doubling (it is recorded in index.json, not in the
         graph)."""
         index = cls.build(vectors, track_ids, directory, seed, tuning.m, tuning.ef_construction, k)
-        attempts: list[dict[str, Any]] = []
-        ef = k
-        while True:
-            index = index.with_query_effort(ef)
-            recall = recall_at_k(index, queries, vectors, k)
-            attempts.append({"ef": ef, "recall": recall})
-            if recall >= tuning.target_recall or ef >= tuning.max_ef:
-                _write_meta(directory, index.backend, index.dim, index.params, track_ids)
-                return TunedIndex(index, recall, attempts)
-            ef = min(2 * ef, tuning.max_ef)
+        return _deepen_queries(index, "ef", k, tuning.max_ef, queries, vectors, k, tuning.target_recall)
 
     def _voyager(self) -> Any:
         if self._index is None:
@@ -247,7 +244,107 @@ class VoyagerIndex:
         return self.track_ids[np.asarray(rows, dtype=np.int64)], cosine
 
 
-INDEX_CLASSES: dict[str, type[AnnIndex]] = {"annoy": AnnoyIndex, "voyager": VoyagerIndex}
+def default_nlist(n_vectors: int) -> int:
+    """Inverted-file cells for `n_vectors`: about 4 * sqrt(n), at least 1, and at most one per 39 vectors (the
+    training sample faiss asks for each cell)."""
+    return max(1, min(round(4 * math.sqrt(n_vectors)), n_vectors // 39))
+
+
+@contextmanager
+def _one_faiss_thread() -> Iterator[Any]:
+    """faiss with one OpenMP thread (one shard per core; builds and answers never depend on scheduling)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield faiss
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+@dataclass
+class FaissIndex:
+    """faiss IVF-Flat on unit vectors (inner product = cosine): `nlist` k-means cells, a query scans its `nprobe`
+    nearest cells exactly. nlist = 0 at build means `default_nlist`. Memory-mapped on load. Not the default
+    backend yet: docs/decisions/faiss-batched-retrieval.md."""
+
+    backend: ClassVar[str] = "faiss"
+    effort_keys: ClassVar[tuple[str, ...]] = ("nlist", "nprobe")
+    path: Path
+    track_ids: np.ndarray
+    dim: int
+    nlist: int
+    nprobe: int = 32
+    _index: Any = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, nlist: int = 0,
+              nprobe: int = 32) -> FaissIndex:
+        """Seeded k-means on one thread: the same vectors and seed give a byte-identical file."""
+        directory.mkdir(parents=True, exist_ok=True)
+        unit = np.ascontiguousarray(normalise(np.asarray(vectors, dtype=np.float32)), dtype=np.float32)
+        nlist = nlist or default_nlist(len(unit))
+        with _one_faiss_thread() as faiss:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(unit.shape[1]), unit.shape[1], nlist,
+                                       faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed
+            index.train(unit)
+            index.add(unit)
+            faiss.write_index(index, str(directory / FAISS_FILE))
+        _write_meta(directory, cls.backend, int(unit.shape[1]), {"nlist": nlist, "nprobe": nprobe}, track_ids)
+        return cls(directory / FAISS_FILE, np.asarray(track_ids), int(unit.shape[1]), nlist, nprobe)
+
+    @classmethod
+    def load(cls, directory: Path) -> FaissIndex:
+        meta = json.loads((directory / META_FILE).read_text())
+        return cls(directory / FAISS_FILE, np.load(directory / IDS_FILE), meta["dim"], meta["nlist"], meta["nprobe"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"nlist": self.nlist, "nprobe": self.nprobe}
+
+    def with_query_effort(self, effort: int) -> FaissIndex:
+        """The same cells with another number scanned per query (nprobe is a query-time knob)."""
+        return FaissIndex(self.path, self.track_ids, self.dim, self.nlist, effort)
+
+    @classmethod
+    def tuned(cls, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int, queries: np.ndarray,
+              tuning: Tuning, k: int) -> TunedIndex:
+        """One set of cells; only nprobe grows, doubling from `tuning.nprobe` to `tuning.max_nprobe` (it is
+        recorded in index.json, not in the file)."""
+        index = cls.build(vectors, track_ids, directory, seed, tuning.nlist, tuning.nprobe)
+        return _deepen_queries(index, "nprobe", min(tuning.nprobe, tuning.max_nprobe), tuning.max_nprobe, queries,
+                               vectors, k, tuning.target_recall)
+
+    def _faiss(self) -> Any:
+        if self._index is None:
+            import faiss
+
+            self._index = faiss.read_index(str(self.path), faiss.IO_FLAG_MMAP)  # workers on a node share pages
+        return self._index
+
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k track ids and cosine similarities, best first."""
+        ids, cosine = self.query_batch(np.asarray(vector)[None, :], k)
+        return ids[0], cosine[0]
+
+    def query_batch(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """All queries in one native call on one thread. Rows with fewer than k neighbours in the scanned cells
+        are padded with id MISSING and cosine NaN."""
+        index = self._faiss()
+        k = min(k, len(self.track_ids))
+        queries = np.ascontiguousarray(normalise(np.asarray(vectors, dtype=np.float32)), dtype=np.float32)
+        with _one_faiss_thread():
+            index.nprobe = min(self.nprobe, self.nlist)
+            similarity, rows = index.search(queries, k)
+        found = rows >= 0
+        ids = np.where(found, self.track_ids[np.maximum(rows, 0)], MISSING)
+        return ids, np.where(found, similarity.astype(np.float64), np.nan)
+
+
+INDEX_CLASSES: dict[str, type[AnnIndex]] = {"annoy": AnnoyIndex, "voyager": VoyagerIndex,
+                                             "faiss": FaissIndex}
 
 
 def backend_class(backend: str) -> type[AnnIndex]:
@@ -271,7 +368,8 @@ def load_index(directory: Path) -> AnnIndex:
 
 def index_size_bytes(directory: Path) -> int:
     """Bytes of the index file itself (what a worker maps or loads)."""
-    return sum((directory / name).stat().st_size for name in (INDEX_FILE, VOYAGER_FILE) if (directory / name).exists())
+    return sum((directory / name).stat().st_size for name in (INDEX_FILE, VOYAGER_FILE, FAISS_FILE)
+               if (directory / name).exists())
 
 
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
@@ -309,6 +407,9 @@ class Tuning:
     m: int = 16  # voyager: graph degree
     ef_construction: int = 200  # voyager: build-time search depth
     max_ef: int = 8000  # voyager: query depth cap; starts at k and doubles
+    nlist: int = 0  # faiss: inverted-file cells (0: default_nlist of the catalog)
+    nprobe: int = 8  # faiss: cells scanned per query at the first try; doubled until the target is met
+    max_nprobe: int = 512  # faiss: the cap
 
 
 @dataclass(frozen=True)
@@ -316,6 +417,21 @@ class TunedIndex:
     index: AnnIndex
     recall: float
     attempts: list[dict[str, Any]]
+
+def _deepen_queries(index: AnnIndex, key: str, effort: int, cap: int, queries: np.ndarray, vectors: np.ndarray,
+                    k: int, target_recall: float) -> TunedIndex:
+    """The built index searched with query effort `key` doubling from `effort` until recall@k on `queries`
+    meets the target or the effort reaches `cap`; the effort it stops at is saved in its index.json."""
+    attempts: list[dict[str, Any]] = []
+    while True:
+        index = index.with_query_effort(effort)
+        recall = recall_at_k(index, queries, vectors, k)
+        attempts.append({key: effort, "recall": recall})
+        if recall >= target_recall or effort >= cap:
+            _write_meta(index.path.parent, index.backend, index.dim, index.params, index.track_ids)
+            return TunedIndex(index, recall, attempts)
+        effort = min(2 * effort, cap)
+
 
 
 def build_for_recall(backend: str, vectors: np.ndarray, track_ids: np.ndarray, directory: Path, seed: int,

@@ -65,7 +65,8 @@ def tuning(config: RetrievalConfig) -> Tuning:
     """The build's effort knobs from settings (recall is measured at the nightly's fetch depth, 1000)."""
     return Tuning(target_recall=config.target_recall, k=RECALL_K, n_trees=config.n_trees, max_trees=config.max_trees,
                   search_k=config.search_k, m=config.voyager_m, ef_construction=config.voyager_ef_construction,
-                  max_ef=config.voyager_max_ef)
+                  max_ef=config.voyager_max_ef, nlist=config.faiss_nlist, nprobe=config.faiss_nprobe,
+                  max_nprobe=config.faiss_max_nprobe)
 
 
 def indexable(embeddings: Embeddings) -> np.ndarray:
@@ -173,7 +174,8 @@ def gate_recall(settings: Settings, version: str, log_to_mlflow: bool = True) ->
         _log_to_mlflow(settings, {**build, "model_version": "", "status": "rejected"})
     raise RecallGateError(f"index {version} ({build['backend']} {_effort(build)}): recall@1000 {recall:.3f} < floor "
                           f"{floor:.2f}; the previous index keeps serving. Raise retrieval.max_trees "
-                          "(annoy) or retrieval.voyager_max_ef (voyager) in settings.json and clear the build.")
+                          "(annoy), retrieval.voyager_max_ef (voyager) or retrieval.faiss_max_nprobe (faiss) in "
+                          "settings.json and clear the build.")
 
 
 def _effort(build: dict) -> str:
@@ -201,7 +203,7 @@ def _log_to_mlflow(settings: Settings, record: dict) -> None:
 
     registry.client(settings)
     params = {k: record[k] for k in ("index_version", "backend", "n_trees", "search_k", "m", "ef_construction", "ef",
-                                     "items", "recall_queries") if k in record}
+                                     "nlist", "nprobe", "items", "recall_queries") if k in record}
     metrics = {k: float(record[k]) for k in ("recall_at_1000", "tuning_recall", "build_seconds", "size_bytes",
                                              "n_trees", "ef") if k in record}
     with mlflow.start_run(run_name=f"index-{record['index_version']}"):

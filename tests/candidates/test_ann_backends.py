@@ -27,11 +27,16 @@ from pipeline.candidates.ann import (
 
 N, DIM, K = 2000, 32, 50
 FIRST_TRACK = 70_000  # ids differ from rows, so the id mapping is exercised
-QUERY_EFFORT = {"annoy": "search_k", "voyager": "ef"}  # what `with_query_effort` sets
-TUNED_EFFORT = {"annoy": "n_trees", "voyager": "ef"}  # what tuning grows
-# Cheap tunings: annoy doubles trees 2 → 4 → 8, voyager (a small graph) doubles ef K → 2K → 4K.
+QUERY_EFFORT = {"annoy": "search_k", "voyager": "ef", "faiss": "nprobe"}  # what `with_query_effort` sets
+TUNED_EFFORT = {"annoy": "n_trees", "voyager": "ef", "faiss": "nprobe"}  # what tuning grows
+# Cheap tunings: annoy doubles trees 2 → 4 → 8, voyager (a small graph) doubles ef K → 2K → 4K, faiss doubles
+# the cells it scans 1 → 2 → 4.
 CAPPED_TUNING = {"annoy": Tuning(k=K, n_trees=2, max_trees=8),
-                 "voyager": Tuning(k=K, m=8, ef_construction=50, max_ef=4 * K)}
+                 "voyager": Tuning(k=K, m=8, ef_construction=50, max_ef=4 * K),
+                 "faiss": Tuning(k=K, nprobe=1, max_nprobe=4)}
+# A shallow and a deep query effort: annoy and voyager count neighbours visited, faiss counts cells scanned.
+SHALLOW_DEEP = {"annoy": (K, 50 * K), "voyager": (K, 50 * K), "faiss": (1, 64)}
+SMALL_BUILD = {"annoy": {"n_trees": 5}, "voyager": {"m": 8, "ef_construction": 50}, "faiss": {"nlist": 20}}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def backend(request) -> str:
 
 @pytest.fixture(scope="module")
 def built(backend, tmp_path_factory, vectors, track_ids):
-    """Each backend with its default knobs (annoy: 50 trees; voyager: M 16, ef 1000)."""
+    """Each backend with its default knobs (annoy: 50 trees; voyager: M 16, ef 1000; faiss: nprobe 32)."""
     params = {"n_trees": 50} if backend == "annoy" else {}
     return build_index(backend, vectors, track_ids, tmp_path_factory.mktemp(backend), seed=7, **params)
 
@@ -97,9 +102,8 @@ class TestContract:
             np.testing.assert_allclose(cosine[i], single_cosine, atol=1e-6)
 
     def test_same_seed_same_index_file(self, backend, tmp_path: Path, vectors, track_ids) -> None:
-        params = {"n_trees": 5} if backend == "annoy" else {"m": 8, "ef_construction": 50}
-        a = build_index(backend, vectors, track_ids, tmp_path / "a", seed=3, **params)
-        b = build_index(backend, vectors, track_ids, tmp_path / "b", seed=3, **params)
+        a = build_index(backend, vectors, track_ids, tmp_path / "a", seed=3, **SMALL_BUILD[backend])
+        b = build_index(backend, vectors, track_ids, tmp_path / "b", seed=3, **SMALL_BUILD[backend])
         assert file_digest(a.path) == file_digest(b.path)
         assert index_size_bytes(tmp_path / "a") == a.path.stat().st_size > 0
 
@@ -113,8 +117,9 @@ class TestContract:
         key = QUERY_EFFORT[backend]
         assert key in built.effort_keys
         before = dict(built.params)
-        shallow, deep = built.with_query_effort(K), built.with_query_effort(50 * K)
-        for index, effort in ((shallow, K), (deep, 50 * K)):
+        efforts = SHALLOW_DEEP[backend]
+        shallow, deep = (built.with_query_effort(effort) for effort in efforts)
+        for index, effort in zip((shallow, deep), efforts, strict=True):
             assert type(index) is type(built) and index.path == built.path and index.dim == built.dim
             np.testing.assert_array_equal(index.track_ids, built.track_ids)
             assert index.params == {**before, key: effort}
@@ -145,8 +150,8 @@ class TestContract:
 
 
 def test_unknown_backend_is_refused(tmp_path: Path, vectors, track_ids) -> None:
-    with pytest.raises(ValueError, match="unknown ANN backend 'faiss'"):
-        build_index("faiss", vectors, track_ids, tmp_path, seed=1)
+    with pytest.raises(ValueError, match="unknown ANN backend 'scann'"):
+        build_index("scann", vectors, track_ids, tmp_path, seed=1)
 
 
 def test_annoy_tuning_doubles_trees_until_the_target_and_stops_at_the_cap(tmp_path: Path, vectors, queries,
