@@ -19,6 +19,8 @@ from pipeline.core.columns import Columns, columns, take
 from pipeline.core.config import RerankConfig, RetrievalConfig
 from pipeline.features.definitions import vocabulary
 
+# (track ids, cosines), one row per query; id MISSING and cosine NaN pad rows a search could not fill
+Neighbours = tuple[np.ndarray, np.ndarray]
 RECENT_PLAY = "recent_play"  # history column: a completed play inside the taste window
 CATALOG_META = [s.TRACK_ID, s.ARTIST_ID, s.GENRE, s.MOOD]
 
@@ -83,19 +85,30 @@ class CandidateSource:
         return taste_clusters(take(self.view.meta, rows[rows >= 0]), self.view.item_factors, self._item_row,
                               self.taste, self.seed)
 
-    def candidates(self, clusters: list[TasteCluster], history: Columns) -> Columns:
+    def neighbours(self, clusters: list[TasteCluster]) -> Neighbours:
+        """Every cluster's `candidates_per_cluster` ANN neighbours in one batched index call (clusters of a whole
+        block of users at once: backends that search a matrix pay their fixed costs once)."""
+        if not clusters:
+            return np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0))
+        queries = np.vstack([taste.query for taste in clusters])
+        return self.index.query_batch(queries, self.retrieval.candidates_per_cluster)
+
+    def candidates(self, clusters: list[TasteCluster], history: Columns,
+                   neighbours: Neighbours | None = None) -> Columns:
         """Each cluster's ANN neighbours, then its genre's own tracks (`genre_candidates`), one row per
-        (cluster, track); `history`: the user's events (TRACK_ID, SKIPPED, RECENT_PLAY)."""
+        (cluster, track); `history`: the user's events (TRACK_ID, SKIPPED, RECENT_PLAY). `neighbours`: the
+        clusters' rows of a block's `neighbours` call (searched here when not given)."""
         heard = history[s.TRACK_ID]
         played = self._played_through(history)
+        found_ids, found_cosine = neighbours if neighbours is not None else self.neighbours(clusters)
         ids, similarity, cluster, own_genre = [], [], [], []
         for c, taste in enumerate(clusters):
-            neighbours, cosine = self.index.query(taste.query, self.retrieval.candidates_per_cluster)
-            extra, extra_cosine = self.genre_candidates(taste, played, heard, exclude=neighbours)
-            ids += [np.asarray(neighbours, dtype=np.int64), extra]
+            near, cosine = found_ids[c], found_cosine[c]
+            extra, extra_cosine = self.genre_candidates(taste, played, heard, exclude=near)
+            ids += [np.asarray(near, dtype=np.int64), extra]
             similarity += [np.asarray(cosine, dtype=float), extra_cosine]
-            cluster.append(np.full(len(neighbours) + len(extra), c))
-            own_genre += [np.zeros(len(neighbours), dtype=bool), np.ones(len(extra), dtype=bool)]
+            cluster.append(np.full(len(near) + len(extra), c))
+            own_genre += [np.zeros(len(near), dtype=bool), np.ones(len(extra), dtype=bool)]
         track_ids, similarity = np.concatenate(ids), np.concatenate(similarity)
         cluster, own_genre = np.concatenate(cluster), np.concatenate(own_genre)
         rows = self.view.catalog_index.get_indexer(track_ids)

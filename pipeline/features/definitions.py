@@ -7,6 +7,8 @@ training and materialises the newest into the online store for serving.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -157,26 +159,74 @@ def pair_features(
     row per id; training one per (id, day), so a pair sees the values of its own day.
     `factors` is `Embeddings.lookup()`, or None for a zero ALS score.
     """
-    meta = catalog.set_index(s.TRACK_ID).loc[pairs[s.TRACK_ID]]
-    user_row, track_row = pairs[USER_ROW].to_numpy(), pairs[TRACK_ROW].to_numpy()
-    release = pd.to_datetime(meta[s.RELEASE_DATE]).to_numpy()
-    age_years = (pd.Timestamp(day).to_datetime64() - release) / np.timedelta64(365, "D")
-    frame = pd.DataFrame(
-        {
-            "genre_affinity": _pick(users["genre_affinity"], user_row, meta[s.GENRE], vocabulary(catalog, s.GENRE)),
-            "mood_affinity": _pick(users["mood_affinity"], user_row, meta[s.MOOD], vocabulary(catalog, s.MOOD)),
-            "user_log_plays": np.log1p(_at(_numeric(users["plays"]), user_row)),
-            "user_skip_rate": _at(_numeric(users["skip_rate"]), user_row),
-            "user_completion": _at(_numeric(users["completion"]), user_row),
-            "track_log_plays": np.log1p(_numeric(tracks["plays"])[track_row]),
-            "track_skip_rate": _numeric(tracks["skip_rate"])[track_row],
-            "track_age_years": np.nan_to_num(age_years.astype("float64"), nan=0.0),
-            "duration_min": meta[s.DURATION_MS].to_numpy(dtype="float64") / 60_000.0,
-            "als_score": als_scores(pairs, factors),
-            "known": pairs["known"].to_numpy(dtype="float64"),
-        }
-    )
-    return frame[list(FEATURE_COLUMNS)]
+    return PairFeatureTables.build(users, tracks, catalog, factors, day).features(pairs)
+
+
+@dataclass(frozen=True)
+class PairFeatureTables:
+    """`pair_features` in two steps: the per-user, per-track and per-catalog-row arrays, built once, then any
+    number of pair batches picked from them by position (a nightly shard builds the tables once per shard)."""
+
+    catalog_index: pd.Index  # track id -> catalog row
+    genre_code: np.ndarray  # per catalog row: its genre's position in the genre vocabulary
+    mood_code: np.ndarray
+    age_years: np.ndarray  # per catalog row, as of the day (NaN release: 0)
+    duration_min: np.ndarray
+    genre_affinity: np.ndarray  # users x genres (a NaN row: no vector)
+    mood_affinity: np.ndarray
+    user_plays: np.ndarray  # per user feature row
+    user_skip_rate: np.ndarray
+    user_completion: np.ndarray
+    track_plays: np.ndarray  # per track feature row
+    track_skip_rate: np.ndarray
+    factors: tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]] | None
+
+    @classmethod
+    def build(cls, users: pd.DataFrame, tracks: pd.DataFrame, catalog: pd.DataFrame,
+              factors: tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]] | None,
+              day: str) -> PairFeatureTables:
+        release = pd.to_datetime(catalog[s.RELEASE_DATE]).to_numpy()
+        age_years = (pd.Timestamp(day).to_datetime64() - release) / np.timedelta64(365, "D")
+        genres, moods = vocabulary(catalog, s.GENRE), vocabulary(catalog, s.MOOD)
+        return cls(
+            catalog_index=pd.Index(catalog[s.TRACK_ID].to_numpy()),
+            genre_code=pd.Index(genres).get_indexer(catalog[s.GENRE].astype(str)),
+            mood_code=pd.Index(moods).get_indexer(catalog[s.MOOD].astype(str)),
+            age_years=np.nan_to_num(age_years.astype("float64"), nan=0.0),
+            duration_min=catalog[s.DURATION_MS].to_numpy(dtype="float64") / 60_000.0,
+            genre_affinity=_vectors(users["genre_affinity"], len(genres)),
+            mood_affinity=_vectors(users["mood_affinity"], len(moods)),
+            user_plays=_numeric(users["plays"]),
+            user_skip_rate=_numeric(users["skip_rate"]),
+            user_completion=_numeric(users["completion"]),
+            track_plays=_numeric(tracks["plays"]),
+            track_skip_rate=_numeric(tracks["skip_rate"]),
+            factors=factors,
+        )
+
+    def features(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """FEATURE_COLUMNS of `pairs` (see `pair_features`)."""
+        meta_row = self.catalog_index.get_indexer(pairs[s.TRACK_ID])
+        if (meta_row < 0).any():
+            missing = pairs[s.TRACK_ID].to_numpy()[meta_row < 0]
+            raise KeyError(f"tracks not in the catalog: {sorted(set(missing.tolist()))[:10]}")
+        user_row, track_row = pairs[USER_ROW].to_numpy(), pairs[TRACK_ROW].to_numpy()
+        frame = pd.DataFrame(
+            {
+                "genre_affinity": _at_column(self.genre_affinity, user_row, self.genre_code[meta_row]),
+                "mood_affinity": _at_column(self.mood_affinity, user_row, self.mood_code[meta_row]),
+                "user_log_plays": np.log1p(_at(self.user_plays, user_row)),
+                "user_skip_rate": _at(self.user_skip_rate, user_row),
+                "user_completion": _at(self.user_completion, user_row),
+                "track_log_plays": np.log1p(self.track_plays[track_row]),
+                "track_skip_rate": self.track_skip_rate[track_row],
+                "track_age_years": self.age_years[meta_row],
+                "duration_min": self.duration_min[meta_row],
+                "als_score": als_scores(pairs, self.factors),
+                "known": pairs["known"].to_numpy(dtype="float64"),
+            }
+        )
+        return frame[list(FEATURE_COLUMNS)]
 
 
 def _at(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -189,13 +239,15 @@ def _numeric(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
 
 
-def _pick(vectors: pd.Series, rows: np.ndarray, labels: pd.Series, vocab: list[str]) -> np.ndarray:
-    """Entry `label` of the affinity vector at `rows`; NaN where there is no vector (no profile)."""
-    width = len(vocab)
+def _vectors(vectors: pd.Series, width: int) -> np.ndarray:
+    """One row per affinity vector (a NaN row where there is none); one NaN row when there are no users."""
     missing = np.full(width, np.nan)
-    matrix = np.vstack([missing if _is_null(v) else np.asarray(v, dtype=np.float64) for v in vectors]
-                       or [missing]).reshape(-1, width)
-    column = labels.astype(str).map({name: i for i, name in enumerate(vocab)}).to_numpy(dtype="int64")
+    return np.vstack([missing if _is_null(v) else np.asarray(v, dtype=np.float64) for v in vectors]
+                     or [missing]).reshape(-1, width)
+
+
+def _at_column(matrix: np.ndarray, rows: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Entry `column` of the affinity vector at `rows`; NaN where there is no vector (no profile)."""
     return np.where(rows >= 0, matrix[np.maximum(rows, 0), column], np.nan)
 
 

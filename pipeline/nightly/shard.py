@@ -143,8 +143,9 @@ def shard_blocks(ctx: ShardContext, users: list[int], night: dict,
                  clock: StageClock | None = None) -> Iterator[pd.DataFrame]:
     """The published slots of `users`, one frame per block of `settings.shard.block_users` users.
 
-    Per block: each user's taste clusters and candidates, then one feature build and one ranker call for the
-    whole block (their fixed costs are paid once per block, not once per user), then each user's re-ranking.
+    Per block: each user's taste clusters, one ANN search for all of them, each user's candidates, then one
+    feature build and one ranker call for the whole block (their fixed costs are paid once per block, not once
+    per user), then each user's re-ranking.
     """
     clock = clock or StageClock()
     size = ctx.settings.shard.block_users
@@ -193,18 +194,13 @@ def _load_context(settings: Settings, night: dict, users: list[int]) -> ShardCon
 
 
 def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageClock) -> pd.DataFrame:
-    """Stage 1 per user, stage 2 once for the block, stage 3 per user."""
-    work = []
-    for user in users:
-        with clock.stage("taste_clusters"):
-            history = ctx.user_history(user)
-            clusters = ctx.source.clusters(history)
-        if not clusters:
-            continue
-        with clock.stage("retrieval"):
-            work.append((user, history, clusters, ctx.source.candidates(clusters, history)))
-    if not work:
+    """Stage 1 per user around one batched ANN search for the block, stage 2 once for the block, stage 3 per user."""
+    with clock.stage("taste_clusters"):
+        tastes = _tastes(ctx, users)
+    if not tastes:
         return _empty_slots()
+    with clock.stage("retrieval"):
+        work = _candidates(ctx, tastes)
     with clock.stage("feature_gathering"):
         features, scored_rows = ctx.inputs.block([(user, candidates) for user, _, _, candidates in work])
     with clock.stage("scoring"):
@@ -213,6 +209,30 @@ def _block_mixes(ctx: ShardContext, users: list[int], night: dict, clock: StageC
         mixes = [_rerank(ctx, user, clusters, candidates, history, scores[rows])
                  for (user, history, clusters, candidates), rows in zip(work, scored_rows, strict=True)]
         return _slots_frame(ctx, night, mixes)
+
+
+def _tastes(ctx: ShardContext, users: list[int]) -> list[tuple[int, Columns, list[TasteCluster]]]:
+    """(user, history, taste clusters) of each user with at least one cluster."""
+    tastes = []
+    for user in users:
+        history = ctx.user_history(user)
+        clusters = ctx.source.clusters(history)
+        if clusters:
+            tastes.append((user, history, clusters))
+    return tastes
+
+
+def _candidates(ctx: ShardContext, tastes: list[tuple[int, Columns, list[TasteCluster]]]
+                ) -> list[tuple[int, Columns, list[TasteCluster], Columns]]:
+    """Each user's candidates, from one ANN search for every cluster of the block."""
+    found_ids, found_cosine = ctx.source.neighbours([c for _, _, clusters in tastes for c in clusters])
+    work, start = [], 0
+    for user, history, clusters in tastes:
+        end = start + len(clusters)
+        work.append((user, history, clusters,
+                     ctx.source.candidates(clusters, history, (found_ids[start:end], found_cosine[start:end]))))
+        start = end
+    return work
 
 
 def _rerank(ctx: ShardContext, user: int, clusters: list[TasteCluster], candidates: Columns,

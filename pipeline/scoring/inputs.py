@@ -1,7 +1,8 @@
-"""Ranker inputs for a block of users at once: one `pair_features` call for every (user, distinct candidate).
+"""Ranker inputs for a block of users at once: one feature build for every (user, distinct candidate).
 
-The online feature rows of the shard's users and of every catalog track are looked up by position, built once
-per shard; the features themselves come from the one definition training also uses.
+The online feature rows of the shard's users and of every catalog track become `PairFeatureTables` once per
+shard; each block picks its rows from them by position. The features are the one definition training also
+uses (`pair_features` is the same two steps).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 from pipeline.candidates.embeddings import Embeddings
 from pipeline.core import schema as s
 from pipeline.core.columns import Columns
-from pipeline.features.definitions import TRACK_ROW, USER_ROW, pair_features
+from pipeline.features.definitions import TRACK_ROW, USER_ROW, PairFeatureTables
 
 
 @dataclass
@@ -31,7 +32,7 @@ class RankerInputs:
     def __post_init__(self) -> None:
         self.track_row = pd.Series(np.arange(len(self.tracks)), index=self.tracks[s.TRACK_ID].to_numpy())
         self.user_row = pd.Series(np.arange(len(self.users)), index=self.users[s.USER_ID].to_numpy())
-        self.factors = self.embeddings.lookup()
+        self.tables = PairFeatureTables.build(self.users, self.tracks, self.catalog, self.embeddings.lookup(), self.day)
 
     def genre_affinity(self, user: int) -> np.ndarray | None:
         """The user's online genre affinity vector, or None when the user has no profile."""
@@ -39,7 +40,7 @@ class RankerInputs:
         return self.users["genre_affinity"].iloc[row] if row is not None else None
 
     def block(self, work: list[tuple[int, Columns]]) -> tuple[pd.DataFrame, list[np.ndarray]]:
-        """Ranker inputs for every (user, distinct candidate) of `work` in one `pair_features` call, and per user
+        """Ranker inputs for every (user, distinct candidate) of `work` in one feature build, and per user
         the feature row of each of its candidates (a track several clusters retrieved is scored once)."""
         users, tracks, known, rows, offset = [], [], [], [], 0
         for user, candidates in work:
@@ -55,7 +56,7 @@ class RankerInputs:
             USER_ROW: self.user_row.reindex(block_users).fillna(-1).to_numpy(dtype=np.int64),
             TRACK_ROW: self.track_row.reindex(block_tracks).to_numpy(),
         })
-        return pair_features(block, self.users, self.tracks, self.catalog, self.factors, self.day), rows
+        return self.tables.features(block), rows
 
     def for_user(self, user: int, candidates: Columns) -> pd.DataFrame:
         """Ranker inputs of one user's candidates, a row per candidate."""
