@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.candidates.ann import AnnIndex, exact_top_k, load_index, normalise
+from pipeline.candidates.ann import BACKENDS, AnnIndex, exact_top_k, load_index, normalise
 from pipeline.candidates.ann import build_index as ann_build_index
 from pipeline.candidates.embeddings import Embeddings
 from pipeline.core import schema as s
@@ -42,6 +43,7 @@ N_GENRES, N_MOODS = 16, 6
 TRACKS_PER_ARTIST = 20
 NIGHT_USERS, NIGHT_MIXES, NIGHT_HOURS = 50_000_000, 6, 4.0
 TARGET_TRACKS = 60_000_000
+QUERY_KNOBS = ("search_k", "ef", "nprobe")  # query-time knobs: not part of a cached index's key
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def build_index(world: SyntheticWorld, backend: str, config: BenchConfig, direct
     items, ids = world.embeddings.item_factors, world.embeddings.track_ids
     build_params, query_effort = bench_knobs(config, backend)
     key = directory / "-".join([backend, str(len(ids)), str(seed),
-                                *(str(v) for k, v in build_params.items() if k not in ("search_k", "ef"))])
+                                *(str(v) for k, v in build_params.items() if k not in QUERY_KNOBS)])
     if (key / "index.json").exists():
         return load_index(key).with_query_effort(query_effort)
     return ann_build_index(backend, items, ids, key, seed, **build_params)
@@ -161,7 +163,8 @@ def bench_knobs(config: BenchConfig, backend: str) -> tuple[dict[str, int], int]
     """The backend's build parameters and query-time effort from the bench config."""
     knobs = {"annoy": ({"n_trees": config.annoy_trees, "search_k": config.annoy_search_k}, config.annoy_search_k),
              "voyager": ({"m": config.voyager_m, "ef_construction": config.voyager_ef_construction,
-                          "ef": config.voyager_ef}, config.voyager_ef)}
+                          "ef": config.voyager_ef}, config.voyager_ef),
+             "faiss": ({"nlist": config.faiss_nlist, "nprobe": config.faiss_nprobe}, config.faiss_nprobe)}
     return knobs[backend]
 
 
@@ -368,7 +371,7 @@ def run_bench(config: BenchConfig, home: Path, log=print) -> dict[str, Any]:
 
 
 def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     settings = Settings(home=home, seed=config.seed)
     small_u = max(1, config.users // 4)
     log(f"bench: world of {config.tracks:,} tracks x {config.dim} dims, {config.users + small_u:,} users")
@@ -407,7 +410,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
     log("bench: retrieval side by side")
     queries = _cluster_queries(world, settings, index, model, users[small_u:small_u + config.compare_users])
     indexes = {config.backend: index}
-    for other in ("annoy", "voyager"):
+    for other in BACKENDS:
         if other not in indexes and config.compare_backends:
             build = time.perf_counter()
             indexes[other] = build_index(world, other, config, cache, config.seed)
@@ -448,7 +451,8 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
                     "mixes": published["manifest"]["mixes"], "content_hash": published["manifest"]["content_hash"]},
         "mixes_per_user": published["manifest"]["mixes"] / passes["full"]["users"],
         "config": config.model_dump(),
-        "conditions": _conditions(config, time.perf_counter() - started),
+        "conditions": {**_conditions(config, time.perf_counter() - started),
+                       "load_average": [load_before, os.getloadavg()[0]]},
     }
 
 
@@ -470,7 +474,6 @@ def _sample_features(world, index, model, settings, users: np.ndarray) -> pd.Dat
 
 
 def _conditions(config: BenchConfig, wall_s: float) -> dict[str, Any]:
-    import os
     import platform
 
     return {
@@ -481,7 +484,7 @@ def _conditions(config: BenchConfig, wall_s: float) -> dict[str, Any]:
         "code_path": "nightly.shard_slots + nightly.write_shard (what score_shard runs) and publish.publish",
         "threads": "threadpoolctl limits=1; ANN and implicit single-threaded",
         "timing": "ms per user per core = process CPU time / users (robust to other jobs on the machine); "
-                  "wall times are reported alongside",
+                  "wall times are reported alongside; load_average: the 1-minute load at the start and the end",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
                    f"{sys.version.split()[0]}",
         "bench_wall_s": wall_s,

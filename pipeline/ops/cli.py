@@ -204,6 +204,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Nightly throughput benchmark: the real shard code on a seeded synthetic world, per stage and per core."""
+    from pipeline.bench.compare import format_comparison, read_report
     from pipeline.bench.nightly import default_home, run_bench, summary, write_report
     from pipeline.core.config import BenchConfig
 
@@ -212,11 +213,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                    "compile_ranker": not args.no_compile,
                                    "cache": args.cache}.items() if v is not None}
     config = BenchConfig.model_validate(overrides)
-    home = Path(args.home).resolve() if args.home else default_home()
-    result = run_bench(config, home, log=lambda line: print(line, file=sys.stderr, flush=True))
-    if args.json_out:
-        write_report(result, Path(args.json_out))
-    print(summary(result))
+    old = read_report(Path(args.compare)) if args.compare else None
+    if args.report:  # compare a finished run, measure nothing
+        result = read_report(Path(args.report))
+    else:
+        home = Path(args.home).resolve() if args.home else default_home()
+        result = run_bench(config, home, log=lambda line: print(line, file=sys.stderr, flush=True))
+        if args.json_out:
+            write_report(result, Path(args.json_out))
+        print(summary(result))
+    if old is not None:
+        print(format_comparison(old, result, old_name=Path(args.compare).name))
     return 0
 
 
@@ -346,12 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help=cmd_bench.__doc__)
     bench.add_argument("--tracks", type=int, help="catalog size (default 1,000,000)")
     bench.add_argument("--users", type=int, help="users measured (default 20,000; a second pass runs a quarter)")
-    bench.add_argument("--backend", choices=["annoy", "voyager"], help="ANN backend of the shard path")
+    bench.add_argument("--backend", choices=["annoy", "voyager", "faiss"], help="ANN backend of the shard path")
     bench.add_argument("--growth-users", type=int, help="users measured at tracks/10 for the growth exponent")
     bench.add_argument("--no-compare", action="store_true", help="skip building the other ANN backend")
     bench.add_argument("--no-compile", action="store_true", help="score with scikit-learn, not the compiled ranker")
     bench.add_argument("--cache", help="keep built indexes here between runs")
     bench.add_argument("--json", dest="json_out", help="write the full report to this JSON file")
+    bench.add_argument("--compare", metavar="OLD.json", help="print each stage's CPU ms per user against this "
+                       "earlier report, as a ratio (docs/bench/reference.json: the last accepted run)")
+    bench.add_argument("--report", metavar="NEW.json", help="with --compare: compare this finished report instead "
+                       "of running the bench")
     bench.set_defaults(func=cmd_bench)
 
     simulate = sub.add_parser("simulate", help=cmd_simulate.__doc__)
