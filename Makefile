@@ -33,7 +33,7 @@ lint: $(STAMP)   ## ruff and the import-linter contracts (the layering of pipeli
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-up: $(STAMP)     ## Airflow UI on :8080 and MLflow UI on :5000, over the demo's data root
+up: $(STAMP)     ## Airflow UI on 127.0.0.1:8080 and MLflow UI on 127.0.0.1:5000 (loopback only), demo's data root
 	$(BIN)/python -m pipeline.ops.ui $(DAILYMIX_HOME)
 
 bench: $(STAMP)  ## nightly throughput at 1M tracks, 20k users (the sizing point of docs/benchmarks.md) → bench.json

@@ -402,8 +402,35 @@ def with_env_overrides(settings: Settings) -> Settings:
     return settings
 
 
+# Settings holding connection URLs: their passwords belong in the environment (`ENV_OVERRIDES`) or an Airflow
+# connection, never in settings.json or printed output.
+URL_SETTINGS: tuple[tuple[str, str], ...] = (("feature_store", "redis_url"), ("scale_out", "publish_database_url"))
+PASSWORD_MASK = "***"
+
+
+def without_password(url: str, mask: str = "") -> str:
+    """`url` with the password of its user info removed, or replaced by `mask`; other URLs unchanged."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")  # the last "@" of the authority: a password may hold one
+    if not sep or not at or ":" not in userinfo:
+        return url
+    kept = userinfo.split(":", 1)[0] + (f":{mask}" if mask else "")
+    return f"{scheme}://{kept}{'@' if kept else ''}{host}{slash}{path}"
+
+
+def redacted(settings: Settings, mask: str = PASSWORD_MASK) -> Settings:
+    """The settings with every password of `URL_SETTINGS` replaced by `mask` ("" removes it)."""
+    for section, field in URL_SETTINGS:
+        current = getattr(settings, section)
+        url = without_password(getattr(current, field), mask)
+        settings = settings.model_copy(update={section: current.model_copy(update={field: url})})
+    return settings
+
+
 def save_settings(settings: Settings) -> Path:
+    """Write `home/settings.json`, without any password (`redacted`)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     path = settings.home / "settings.json"
-    path.write_text(settings.model_dump_json(indent=2, exclude={"home"}))
+    path.write_text(redacted(settings, mask="").model_dump_json(indent=2, exclude={"home"}))
     return path

@@ -204,13 +204,9 @@ def ingest_file(
     if not 0 <= max_bad_row_share <= 1:  # NaN too: no share would ever be above it
         raise ValueError(f"the bad-row share must be a number in [0, 1], got {max_bad_row_share!r}")
     origin = FileSource.of(source, layout)
+    frame = _check_columns(read_events_file(source), source)  # a refused file touches nothing stored before
     if contract_root is not None:
         _check_catalog_contract(catalog, source, day, contract_root)
-    try:
-        frame = read_events_file(source)
-        frame = _check_columns(frame, source)
-    except IngestError:
-        raise  # a refused file touches nothing stored before
     part = origin.part_name()
     quarantine_part = layout.quarantine(day) / part  # named like the raw part: files never share one
     durations = pd.Series(catalog[s.DURATION_MS].to_numpy(), index=catalog[s.TRACK_ID].to_numpy())

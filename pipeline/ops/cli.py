@@ -1,4 +1,5 @@
-"""`dailymix`: the command line of the platform."""
+"""`dailymix`: the command line of the platform. A user error (a bad argument, a missing or unreadable file, a
+damaged store) is one line on stderr and a non-zero exit; `-v` shows the traceback instead."""
 
 from __future__ import annotations
 
@@ -9,7 +10,40 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.core.config import Settings, load_settings
+from pipeline.core.config import Settings, load_settings, redacted
+
+USER_ERRORS = (OSError, ValueError, LookupError)  # what bad arguments, files and stores raise (pydantic's included)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (the usage is one `--help` away)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def iso_day(text: str) -> str:
+    """An argparse type: a real calendar day written YYYY-MM-DD."""
+    from pipeline.core.schema import calendar_day
+
+    if calendar_day(text) is None:
+        raise argparse.ArgumentTypeError(f"not a day like 2026-11-01: {text!r}")
+    return text
+
+
+def share(text: str) -> float:
+    """An argparse type: a number in [0, 1] (NaN is not one: no share is ever above it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"not a share in [0, 1]: {text!r}")
+    return value
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -43,7 +77,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                              max_bad_row_share=threshold, as_of=pd.Timestamp.now(tz="UTC"),
                              contract_root=layout.home / "validation")
     except IngestError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     print(report.summary())
     return 0
@@ -159,7 +193,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
         print(markdown(), end="")
         return 0
-    print(_settings(args).model_dump_json(indent=2))
+    print(redacted(_settings(args)).model_dump_json(indent=2))
     return 0
 
 
@@ -268,7 +302,7 @@ def cmd_tune_exploration(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dailymix", description=__doc__)
+    parser = OneLineParser(prog="dailymix", description=__doc__)
     parser.add_argument("--home", help="data root (default: $DAILYMIX_HOME or ./.dailymix)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,18 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help=cmd_ingest.__doc__)
     ingest.add_argument("path", help="CSV, JSONL or Parquet file of play events")
-    ingest.add_argument("--date", required=True, help="the day (YYYY-MM-DD) the events belong to")
-    ingest.add_argument("--max-bad-share", type=float, help="fail above this quarantined share (default 0.01)")
+    ingest.add_argument("--date", required=True, type=iso_day, help="the day (YYYY-MM-DD) the events belong to")
+    ingest.add_argument("--max-bad-share", type=share, help="fail above this quarantined share (default 0.01)")
     ingest.set_defaults(func=cmd_ingest)
 
     mixes = sub.add_parser("mixes", help=cmd_mixes.__doc__)
     mixes.add_argument("user_id", type=int)
-    mixes.add_argument("--date", help="publication date (default: latest)")
+    mixes.add_argument("--date", type=iso_day, help="publication date (default: latest)")
     mixes.add_argument("--json", action="store_true", help="machine-readable output (stable contract)")
     mixes.set_defaults(func=cmd_mixes)
 
     validate = sub.add_parser("validate", help=cmd_validate.__doc__)
-    validate.add_argument("--date", required=True, help="the day (YYYY-MM-DD) whose serving features to check")
+    validate.add_argument("--date", required=True, type=iso_day,
+                          help="the day (YYYY-MM-DD) whose serving features to check")
     validate.set_defaults(func=cmd_validate)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
@@ -399,7 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as error:
+        if args.verbose:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

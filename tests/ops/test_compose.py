@@ -95,3 +95,11 @@ def test_dailymix_variables_are_read_by_the_code(compose: dict) -> None:
     for key in env:
         if key.startswith("DAILYMIX_"):
             assert f'"{key}"' in source, f"{key} is set in compose but nothing in pipeline/ reads it"
+
+
+def test_services_without_their_own_authentication_publish_on_the_loopback_only(compose: dict) -> None:
+    """MLflow's server has no authentication and the MinIO console is an admin page: reachable from the host's
+    loopback only (an authenticating proxy in front is the production posture: docs/operations.md)."""
+    for name in ("mlflow", "minio"):
+        for port in compose["services"][name].get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
