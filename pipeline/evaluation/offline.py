@@ -1,27 +1,22 @@
-"""Offline evaluation on HetRec 2011 Last.fm 2K: the platform's retrieval and ranker against known baselines.
+"""Offline evaluation on HetRec 2011 Last.fm 2K: the platform's own stages against tuned baselines.
 
 Protocol (`dailymix eval hetrec PATH`): per user, a seeded random 20% of their artists is held out; every
 method ranks all artists the user has not listened to in training. Metrics: recall@10, recall@100, NDCG@10
 (binary relevance), catalog coverage@10 (distinct artists in anyone's top 10 / catalog size) and the mean
 genre entropy (bits, top tag as genre, "unknown" counted as a genre) of each user's top 30.
 
-Methods, all fitted on the same training split in the same run:
+A validation split is carved from the training rows only (another 20% per user). Every baseline
+(`evaluation.baselines`: popularity, ALS, item-kNN, EASE, RP3beta) is tuned there (`--quick`: a fixed setting an
+earlier tuning chose) and refitted on the whole training split. The platform (`evaluation.production`) learns
+its ranker on the same validation split, with the chosen settings of the sources it merges, so no choice ever
+sees the test rows.
 
-* `popularity` — artists by number of training listeners.
-* `als` — exact search over implicit ALS (BM25-weighted, 64 factors): user · artist, all artists scored.
-* `itemknn` — item-item cosine on the BM25-weighted matrix; a user's score is the sum of similarities.
-* `retrieval_only` — the platform's first stage: the same ALS vectors in the configured ANN index (Annoy by
-  default, tuned to recall@k ≥ 0.95 like the index DAG), queried with each user's vector for 300 candidates;
-  a MIPS transform makes the cosine index return ALS's dot-product order, so this is "ALS through the ANN".
-* `pipeline` — retrieval then the platform's kind of ranker (gradient boosting over user × candidate
-  features: ALS and item-kNN scores with their within-user z-scores and ranks, log popularity, the user's
-  share of the candidate's genre, the user's breadth, the candidate's vector norm). It reorders the first 50
-  candidates. HetRec has no skips, so the ranker learns "is this a held-out favourite": it is trained on
-  validation splits carved from each user's training artists (another 20%, two seeds), with every
-  first-stage model refitted on the rest, so its features never saw the labels.
-
-Baselines and pipeline share one ALS fit (the pipeline's final stage), so their difference is the index and
-the ranker, nothing else.
+* `pipeline` — the production stages 1 and 2: the production candidate source (taste clusters, ANN on the ALS
+  vectors, genre candidates) merged with the best unheard items of the other sources, scored by the production
+  ranker on `pair_features` plus each source's score and rank; never-played candidates by score.
+* `retrieval_only` — the production candidate source alone, its candidates by retrieval score.
+* `mixes` — the published mixes (stage 3, the production re-ranker) flattened mix by mix, familiar tracks and
+  exploration included: what the rules cost in accuracy and buy in coverage, entropy and discovery share.
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +36,15 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from pipeline.core import schema as s
+from pipeline.core.config import RetrievalConfig, Settings
 from pipeline.core.progress import progress
+from pipeline.evaluation import production as pr
+from pipeline.evaluation.baselines import BASELINES, Interactions, Tuned, als_vectors, tune
 
 log = logging.getLogger(__name__)
 HOLDOUT_SHARE = 0.2
-FACTORS = 64
-CANDIDATES = 300  # per user: 3x the deepest metric (recall@100), so the ranker has room to reorder
 METRICS = ("recall@10", "recall@100", "ndcg@10", "coverage@10", "genre_entropy@30")
 DEPTH = 100
-FOLDS = 2  # validation splits the ranker learns from
-HEAD = 50  # retrieval candidates the ranker reorders
 
 
 # --- protocol -----------------------------------------------------------------------------------------------------
@@ -69,16 +64,22 @@ def holdout_mask(users: np.ndarray, share: float, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Split:
-    """Binary users × items matrices (row = user index, column = catalog position) and item genres."""
+    """Binary users × items matrices (row = user index, column = catalog position), the training play counts
+    and item genres."""
 
     train: csr_matrix
     test: csr_matrix
     genres: np.ndarray  # genre code per item
     genre_names: np.ndarray
+    train_plays: csr_matrix  # listening counts of the training rows (the binary training matrix's pattern)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.train.shape
+
+    @property
+    def interactions(self) -> Interactions:
+        return Interactions(self.train, self.train_plays)
 
 
 def _binary(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> csr_matrix:
@@ -88,16 +89,20 @@ def _binary(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> csr
 
 
 def make_split(users: np.ndarray, items: np.ndarray, shape: tuple[int, int], genres: np.ndarray,
-               genre_names: np.ndarray, seed: int, share: float = HOLDOUT_SHARE) -> Split:
+               genre_names: np.ndarray, seed: int, share: float = HOLDOUT_SHARE,
+               plays: np.ndarray | None = None) -> Split:
+    """`plays`: listening count per row (1 each when not given)."""
     held = holdout_mask(users, share, seed)
+    plays = np.ones(len(users), dtype=np.float32) if plays is None else np.asarray(plays, dtype=np.float32)
+    train_plays = csr_matrix((plays[~held], (users[~held], items[~held])), shape=shape)
     return Split(_binary(users[~held], items[~held], shape), _binary(users[held], items[held], shape), genres,
-                 genre_names)
+                 genre_names, train_plays)
 
 
 def resplit(split: Split, seed: int, share: float = HOLDOUT_SHARE) -> Split:
     """A validation split carved from the training matrix only (the test matrix is never looked at)."""
-    users, items = split.train.nonzero()
-    return make_split(users, items, split.shape, split.genres, split.genre_names, seed, share)
+    plays = split.train_plays.tocoo()
+    return make_split(plays.row, plays.col, split.shape, split.genres, split.genre_names, seed, share, plays.data)
 
 
 # --- metrics ------------------------------------------------------------------------------------------------------
@@ -171,164 +176,6 @@ def top_n(scores: np.ndarray, seen: csr_matrix, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def popularity_scores(train: csr_matrix) -> np.ndarray:
-    """Training listeners per item, the same for every user."""
-    counts = np.asarray(train.sum(axis=0)).ravel()
-    return np.broadcast_to(counts, train.shape)
-
-
-def bm25(train: csr_matrix) -> csr_matrix:
-    from implicit.nearest_neighbours import bm25_weight
-
-    return bm25_weight(train, K1=100, B=0.8).tocsr().astype(np.float32)
-
-
-def itemknn_scores(train: csr_matrix) -> np.ndarray:
-    """Σ over the user's items of cosine(item, candidate), on BM25-weighted columns."""
-    from sklearn.preprocessing import normalize
-
-    weighted = bm25(train)
-    columns = normalize(weighted.tocsc(), axis=0)
-    similarity = (columns.T @ columns).tocsr()
-    similarity.setdiag(0)
-    return (weighted @ similarity).toarray()
-
-
-@dataclass(frozen=True)
-class Als:
-    """ALS vectors on the catalog's item positions (items unseen in training get zero vectors)."""
-
-    users: np.ndarray
-    items: np.ndarray
-
-    def scores(self) -> np.ndarray:
-        return self.users @ self.items.T
-
-
-def fit_als_split(train: csr_matrix, seed: int, factors: int = FACTORS) -> Als:
-    """The platform's `fit_als` (BM25-weighted implicit ALS) on the training matrix, one row per user × item."""
-    import implicit.als  # noqa: F401  (loaded before the limit, so the limit covers its BLAS too)
-    from threadpoolctl import threadpool_limits
-
-    from pipeline.candidates.embeddings import fit_als
-    from pipeline.core.config import RetrievalConfig
-
-    users, items = train.nonzero()
-    events = pd.DataFrame({s.USER_ID: users.astype("int64"), s.TRACK_ID: items.astype("int64")})
-    with threadpool_limits(1, "blas"):  # implicit's advice: its own loop is the parallelism, BLAS threads thrash
-        embeddings = fit_als(events, RetrievalConfig(factors=factors), seed)
-    user_vectors = np.zeros((train.shape[0], factors), dtype=np.float32)
-    item_vectors = np.zeros((train.shape[1], factors), dtype=np.float32)
-    user_vectors[embeddings.user_ids] = embeddings.user_factors
-    item_vectors[embeddings.track_ids] = embeddings.item_factors
-    return Als(user_vectors, item_vectors)
-
-
-# --- the platform: retrieval + ranker -----------------------------------------------------------------------------
-
-
-def retrieve(als: Als, seen: csr_matrix, k: int, backend: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k unseen items per user from the ANN index of the ALS item vectors, tuned to recall ≥ 0.95 at the
-    query depth. The index is cosine; `mips_to_cosine` makes its order ALS's dot-product order. Over-fetches by
-    the most items any user has seen, then drops the seen ones. Returns (items, ALS scores), best first."""
-    from pipeline.candidates.ann import Tuning, build_for_recall, mips_to_cosine
-
-    rows = np.flatnonzero(np.linalg.norm(als.items, axis=1) > 0)
-    items, queries = mips_to_cosine(als.items[rows], als.users)
-    depth = k + int(np.diff(seen.indptr).max())
-    sample = np.random.default_rng(seed).choice(len(queries), size=min(200, len(queries)), replace=False)
-    with tempfile.TemporaryDirectory() as directory:
-        tuned = build_for_recall(backend, items, rows, Path(directory), seed, queries[sample], Tuning(k=depth))
-        found, _ = tuned.index.query_batch(queries, depth)
-    log.info("retrieval index (%s): recall@%d %.3f after %s", backend, depth, tuned.recall, tuned.attempts[-1])
-    return _unseen(found, seen, k, als)
-
-
-def _unseen(found: np.ndarray, seen: csr_matrix, k: int, als: Als) -> tuple[np.ndarray, np.ndarray]:
-    candidates = np.full((len(found), k), -1, dtype=np.int64)
-    for user, row in enumerate(found):
-        row = row[(row >= 0) & ~np.isin(row, seen.indices[seen.indptr[user]: seen.indptr[user + 1]])][:k]
-        candidates[user, : len(row)] = row
-    safe = np.maximum(candidates, 0)
-    scores = np.where(candidates >= 0, np.einsum("uf,ukf->uk", als.users, als.items[safe]), -np.inf)
-    return candidates, scores
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Everything the ranker's features come from, fitted on one training matrix."""
-
-    train: csr_matrix
-    als: Als
-    knn: np.ndarray
-    candidates: np.ndarray
-    retrieval: np.ndarray
-
-
-def first_stage(train: csr_matrix, k: int, backend: str, seed: int, factors: int = FACTORS) -> Stage:
-    als = fit_als_split(train, seed, factors)
-    candidates, retrieval = retrieve(als, train, k, backend, seed)
-    return Stage(train, als, itemknn_scores(train), candidates, retrieval)
-
-
-def _within_user(values: np.ndarray) -> list[np.ndarray]:
-    """A score as the ranker sees it: raw, z-scored within the user's candidates, and its rank there. The
-    within-user views travel between the validation fit and the final fit (raw scores drift with data size)."""
-    z = (values - values.mean(axis=1, keepdims=True)) / (values.std(axis=1, keepdims=True) + 1e-9)
-    rank = np.argsort(np.argsort(-values, axis=1, kind="stable"), axis=1)
-    return [values.ravel(), z.ravel(), rank.ravel()]
-
-
-def ranker_features(stage: Stage, genres: np.ndarray) -> np.ndarray:
-    """One row per (user, candidate): ALS and item-kNN scores, popularity, the user's share of the candidate's
-    genre, the user's breadth and the candidate's ALS norm (how much evidence its vector has)."""
-    users = np.repeat(np.arange(stage.train.shape[0]), stage.candidates.shape[1])
-    items = np.maximum(stage.candidates.ravel(), 0)
-    shape = stage.candidates.shape
-    knn = stage.knn[users, items].reshape(shape)
-    rows, cols = stage.train.nonzero()
-    genre_counts = csr_matrix((np.ones(len(rows)), (rows, genres[cols])), shape=(shape[0], genres.max() + 1))
-    share = genre_counts.toarray()[users, genres[items]] / np.maximum(
-        np.asarray(stage.train.sum(axis=1)).ravel()[users], 1)
-    popularity = np.asarray(stage.train.sum(axis=0)).ravel()
-    return np.column_stack([
-        *_within_user(stage.retrieval), *_within_user(knn), np.log1p(popularity[items]), share,
-        np.log1p(np.asarray(stage.train.sum(axis=1)).ravel()[users]), np.linalg.norm(stage.als.items, axis=1)[items],
-    ])
-
-
-def train_ranker(split: Split, k: int, backend: str, seed: int, folds: int = FOLDS, head: int = HEAD,
-                 factors: int = FACTORS):
-    """Gradient boosting fitted on validation splits of the training artists: label 1 = a held-out
-    (validation) artist among the user's first `head` candidates. Only the head is learned because only the
-    head is reordered (NDCG@10 is decided there, and the deep tail is mostly easy negatives). `folds`
-    validation splits with different seeds are stacked: more positives and less dependence on one draw."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    features, labels = [], []
-    for fold in range(folds):
-        validation = resplit(split, seed + 1 + fold)
-        stage = first_stage(validation.train, k, backend, seed, factors)
-        head_only = np.tile(np.arange(k) < head, split.shape[0])
-        users = np.repeat(np.arange(split.shape[0]), k)
-        found = np.asarray(validation.test[users, np.maximum(stage.candidates.ravel(), 0)]).ravel() > 0
-        features.append(ranker_features(stage, split.genres)[head_only])
-        labels.append((found & (stage.candidates.ravel() >= 0))[head_only])
-    model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=seed)
-    return model.fit(np.vstack(features), np.concatenate(labels))
-
-
-def rerank(model, stage: Stage, genres: np.ndarray, head: int = HEAD) -> np.ndarray:
-    """The first `head` candidates reordered by the ranker's score, best first; the rest keep retrieval order
-    behind them (empty slots last)."""
-    scores = model.predict_proba(ranker_features(stage, genres))[:, 1].reshape(stage.candidates.shape)
-    depth = np.arange(stage.candidates.shape[1])[None, :]
-    scores = np.where(depth < head, 2.0 + scores, -depth / stage.candidates.shape[1])
-    scores = np.where(stage.candidates >= 0, scores, -np.inf)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(stage.candidates, order, axis=1)
-
-
 # --- the run ------------------------------------------------------------------------------------------------------
 
 
@@ -340,57 +187,113 @@ def load_split(path: str | Path, seed: int) -> Split:
     user_ids, users = np.unique(data.plays[s.USER_ID].to_numpy(), return_inverse=True)
     codes, names = pd.factorize(data.catalog[s.GENRE].astype(str), sort=True)
     columns = np.searchsorted(items, data.plays[s.TRACK_ID].to_numpy())
-    return make_split(users, columns, (len(user_ids), len(items)), codes, np.asarray(names), seed)
+    return make_split(users, columns, (len(user_ids), len(items)), codes, np.asarray(names), seed,
+                      plays=data.plays[s.WEIGHT].to_numpy())
 
 
-def evaluate_split(split: Split, seed: int, backend: str = "annoy", candidates: int = CANDIDATES,
-                   factors: int = FACTORS) -> dict:
-    """Every method on one split; the JSON contract of `dailymix eval hetrec`. `factors` is ALS's dimension
-    (64 on HetRec, as the baseline is defined; small synthetic worlds need fewer)."""
+SOURCES = ("als", "ease", "rp3beta", "itemknn")  # candidate sources merged with the production one; ranker features
+EXTRA_PER_SOURCE = 100  # per source: its best unheard items the production source missed join the candidates
+VALIDATION_SEED = 1  # the validation split's seed is the run's seed plus this
+
+
+def validation_judge(validation: Split) -> Callable[[np.ndarray], float]:
+    """NDCG@10 on the validation hold-out of a score matrix fitted on the validation training rows."""
+    users = np.flatnonzero(np.diff(validation.test.indptr) > 0)
+    relevant = relevant_sets(validation.test)
+
+    def judge(scores: np.ndarray) -> float:
+        return ndcg_at(top_n(scores, validation.train, 10)[users], [relevant[u] for u in users], 10)
+
+    return judge
+
+
+def tuned_baselines(split: Split, validation: Split, seed: int, quick: bool) -> dict[str, Tuned]:
+    """Every baseline tuned on `validation` (or its quick setting) and refitted on the training split."""
+    judge = validation_judge(validation)
+    return {name: tune(baseline, split.interactions, validation.interactions, judge, seed, quick)
+            for name, baseline in progress(list(BASELINES.items()), desc="baselines")}
+
+
+def evaluate_split(split: Split, seed: int, backend: str = "annoy", quick: bool = False,
+                   settings: Settings | None = None) -> dict:
+    """Every method on one split; the JSON contract of `dailymix eval hetrec`. `settings`: the platform's
+    (default: its defaults with this seed and backend)."""
     users = np.flatnonzero(np.diff(split.test.indptr) > 0)
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn):
-        started = time.perf_counter()
-        result = fn()
-        timings[name] = time.perf_counter() - started
-        return result
-
-    done: dict = {}
-    stages = {  # in order; later stages read earlier results from `done`
-        "retrieval": lambda: first_stage(split.train, candidates, backend, seed, factors),
-        "ranker_fit": lambda: train_ranker(split, candidates, backend, seed, factors=factors),
-        "rerank": lambda: rerank(done["ranker_fit"], done["retrieval"], split.genres),
-        "popularity": lambda: top_n(popularity_scores(split.train), split.train, DEPTH),
-        "als": lambda: top_n(done["retrieval"].als.scores(), split.train, DEPTH),
-        "itemknn": lambda: top_n(done["retrieval"].knn, split.train, DEPTH),
-    }
-    for name in progress(list(stages), desc="eval stages"):
-        done[name] = timed(name, stages[name])
-    stage, ranked = done["retrieval"], done["rerank"]
-    tops = {name: done[name] for name in ("popularity", "als", "itemknn")}
-    log.info("seconds per stage: %s", {k: round(v, 1) for k, v in timings.items()})
+    validation = resplit(split, seed + VALIDATION_SEED)
+    started = time.perf_counter()
+    tuned = tuned_baselines(split, validation, seed, quick)
+    log.info("baselines tuned in %.0f s", time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as directory:
+        settings = settings or Settings(home=Path(directory), seed=seed, retrieval=RetrievalConfig(backend=backend))
+        result = run_platform(split, validation, tuned, settings, Path(directory))
+    log.info("platform stages in %.0f s", time.perf_counter() - started)
+    baselines = {name: {**all_metrics(top_n(t.scores, split.train, DEPTH), split, users), "params": t.params}
+                 for name, t in tuned.items()}
     return {
-        "pipeline": all_metrics(ranked[:, :DEPTH], split, users),
-        "retrieval_only": all_metrics(stage.candidates[:, :DEPTH], split, users),
-        "baselines": {name: all_metrics(top, split, users) for name, top in tops.items()},
+        "pipeline": all_metrics(result.ranked, split, users),
+        "retrieval_only": all_metrics(result.retrieval, split, users),
+        "baselines": baselines,
+        "mixes": {**all_metrics(result.mixes, split, users), **mix_shape(result.slots, len(users))},
     }
 
 
-def evaluate_hetrec(path: str | Path, seed: int = 0, backend: str = "annoy", candidates: int = CANDIDATES) -> dict:
+def run_platform(split: Split, validation: Split, tuned: dict[str, Tuned], settings: Settings,
+                 directory: Path) -> pr.Ranked:
+    """The production stages: the ranker fitted on the validation split's candidates, then the training split's
+    candidates scored and re-ranked. Both stage-1 builds use the ALS setting the ALS baseline chose."""
+    als_params = tuned["als"].params
+    clock = time.perf_counter()
+
+    def stages_on(part: Split, scores: str, name: str) -> pr.Stages:
+        sources = {source: getattr(tuned[source], scores) for source in SOURCES}
+        return pr.build_stages(part.train, split.genre_names, split.genres,
+                               als_vectors(part.interactions, als_params, settings.seed), sources, settings,
+                               directory / name, EXTRA_PER_SOURCE)
+
+    training = pr.training_set(stages_on(validation, "validation_scores", "validation"), validation.test,
+                               settings.seed)
+    log.info("ranker training set: %d rows, %d positive (%.0f s)", len(training.label), training.label.sum(),
+             time.perf_counter() - clock)
+    scorer = pr.fit(training, settings)
+    log.info("ranker fitted (%.0f s)", time.perf_counter() - clock)
+    users = np.flatnonzero(np.diff(split.test.indptr) > 0)
+    ranked = pr.rank_and_mix(stages_on(split, "scores", "test"), scorer, users, split.shape[0], DEPTH,
+                             settings.seed)
+    log.info("scored and re-ranked (%.0f s)", time.perf_counter() - clock)
+    return ranked
+
+
+def mix_shape(slots: pd.DataFrame, n_users: int) -> dict[str, float]:
+    """What the rules shape: share of published slots never played, mixes per evaluated user."""
+    if slots.empty:
+        return {"discovery_share": 0.0, "mixes_per_user": 0.0}
+    mixes = slots[[s.USER_ID, s.MIX_INDEX]].drop_duplicates()
+    return {"discovery_share": float(slots[s.DISCOVERY].mean()), "mixes_per_user": len(mixes) / max(n_users, 1)}
+
+
+def evaluate_hetrec(path: str | Path, seed: int = 0, backend: str = "annoy", quick: bool = False) -> dict:
     """`dailymix eval hetrec PATH`: the protocol above on the HetRec directory at `path` (read in place)."""
-    return evaluate_split(load_split(path, seed), seed, backend, candidates)
+    return evaluate_split(load_split(path, seed), seed, backend, quick)
+
+
+def best_baseline(result: dict) -> str:
+    """The baseline with the highest NDCG@10 of a run."""
+    return max(result["baselines"], key=lambda name: result["baselines"][name]["ndcg@10"])
 
 
 def format_table(result: dict) -> str:
-    """One row per method, one column per metric; the pipeline's NDCG@10 lift over ALS underneath."""
-    rows = {"pipeline": result["pipeline"], "retrieval_only": result["retrieval_only"],
+    """One row per method, one column per metric; the chosen parameters and the pipeline's NDCG@10 against the
+    best baseline underneath."""
+    rows = {"pipeline": result["pipeline"], "retrieval_only": result["retrieval_only"], "mixes": result["mixes"],
             **{f"baseline {k}": v for k, v in result["baselines"].items()}}
     lines = [f"{'method':<22}" + "".join(f"{m:>18}" for m in METRICS)]
     lines += [f"{name:<22}" + "".join(f"{values[m]:>18.4f}" for m in METRICS) for name, values in rows.items()]
-    als = result["baselines"]["als"]["ndcg@10"]
-    lift = result["pipeline"]["ndcg@10"] / als - 1 if als else float("nan")
-    lines.append(f"\npipeline NDCG@10 vs exact ALS: {lift:+.1%}")
+    lines += [f"{name} params: {values['params']}" for name, values in result["baselines"].items()]
+    mixes = result["mixes"]
+    lines.append(f"mixes: discovery share {mixes['discovery_share']:.3f}, {mixes['mixes_per_user']:.2f} per user")
+    best = best_baseline(result)
+    ratio = result["pipeline"]["ndcg@10"] / result["baselines"][best]["ndcg@10"]
+    lines.append(f"\npipeline NDCG@10 / best baseline ({best}): {ratio:.3f}")
     return "\n".join(lines)
 
 
@@ -407,18 +310,20 @@ def add_hetrec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every model (default 0)")
     parser.add_argument("--backend", choices=["annoy", "voyager"], default="annoy", help="ANN backend")
+    parser.add_argument("--quick", action="store_true", help="fixed, previously tuned baseline settings (no tuning)")
 
 
 def run_hetrec(args: argparse.Namespace) -> int:
     """Run, print the table, optionally write the JSON; exit 1 with a clear message when the data is missing."""
     started = time.perf_counter()
     try:
-        result = evaluate_hetrec(args.path, seed=args.seed, backend=args.backend)
+        result = evaluate_hetrec(args.path, seed=args.seed, backend=args.backend, quick=args.quick)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(format_table(result))
-    print(f"({time.perf_counter() - started:.0f} s, seed {args.seed}, backend {args.backend})")
+    mode = "quick" if args.quick else "tuned"
+    print(f"({time.perf_counter() - started:.0f} s, seed {args.seed}, backend {args.backend}, {mode})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return 0

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.core.config import PROJECT_ROOT
+from pipeline.evaluation import baselines as bl
 from pipeline.evaluation import offline as ev
+from pipeline.evaluation.baselines import BASELINES
 
 pytestmark = pytest.mark.slow  # real training, Great Expectations or fuzzing: seconds per test
 
@@ -63,7 +65,8 @@ def test_genre_entropy_is_the_mean_over_users_of_their_own_list() -> None:
 
 def test_top_n_excludes_seen_items_and_orders_best_first() -> None:
     scores = np.array([[0.9, 0.8, 0.1, 0.5], [0.1, 0.2, 0.3, 0.4]])
-    seen = ev._binary(np.array([0, 1]), np.array([0, 3]), (2, 4))
+    seen = ev.make_split(np.array([0, 1]), np.array([0, 3]), (2, 4), np.zeros(4, dtype=int), np.array(["g"]), seed=0,
+                         share=0.0).train
     assert ev.top_n(scores, seen, 3).tolist() == [[1, 3, 2], [2, 1, 0]]
 
 
@@ -98,12 +101,23 @@ def test_split_is_disjoint_and_complete() -> None:
     assert ev.resplit(split, seed=2).test.multiply(split.test).nnz == 0  # validation comes from training only
 
 
+def test_play_counts_follow_the_training_rows_into_validation() -> None:
+    users, items = _interactions([50, 30, 12])
+    plays = 1 + 7 * items  # a count that says which item it belongs to
+    split = ev.make_split(users, items, (3, 50), np.zeros(50, dtype=int), np.array(["g"]), seed=1, plays=plays)
+    validation = ev.resplit(split, seed=2)
+    for part in (split, validation):
+        counts = part.train_plays.tocoo()
+        np.testing.assert_array_equal(counts.data, 1 + 7 * counts.col)
+        assert (part.train_plays > 0).toarray().tolist() == (part.train > 0).toarray().tolist()
+
+
 # --- a world with a known answer ----------------------------------------------------------------------------------
 
 
 GROUP_USERS = (40, 60, 80, 140)  # the last group is the largest, so its items are the most popular
 GROUP_ITEMS, LIKED = 20, 8
-FACTORS = 4  # one per taste group: the structure of this world
+TINY_ALS = {"factors": 4, "regularization": 1.0, "weighting": "bm25"}  # one factor per taste group
 
 
 @pytest.fixture(scope="module")
@@ -124,33 +138,48 @@ def taste_groups() -> ev.Split:
 
 @pytest.fixture(scope="module")
 def taste_group_result(taste_groups: ev.Split) -> dict:
-    return ev.evaluate_split(taste_groups, seed=0, candidates=30, factors=FACTORS)
+    return ev.evaluate_split(taste_groups, seed=0, quick=True)
 
 
 def test_result_has_exactly_the_published_keys(taste_group_result: dict) -> None:
-    assert set(taste_group_result) == {"pipeline", "retrieval_only", "baselines"}
-    assert set(taste_group_result["baselines"]) == {"popularity", "als", "itemknn"}
-    for metrics in [taste_group_result["pipeline"], taste_group_result["retrieval_only"],
-                    *taste_group_result["baselines"].values()]:
+    assert set(taste_group_result) == {"pipeline", "retrieval_only", "baselines", "mixes"}
+    assert set(taste_group_result["baselines"]) == {"popularity", "als", "itemknn", "ease", "rp3beta"}
+    for metrics in [taste_group_result["pipeline"], taste_group_result["retrieval_only"]]:
         assert tuple(metrics) == ev.METRICS
         assert all(isinstance(v, float) for v in metrics.values())
+    for name, metrics in taste_group_result["baselines"].items():
+        assert tuple(metrics) == (*ev.METRICS, "params")
+        assert metrics["params"] == BASELINES[name].quick
+    assert tuple(taste_group_result["mixes"]) == (*ev.METRICS, "discovery_share", "mixes_per_user")
     json.dumps(taste_group_result)  # serialisable as is
 
 
 def test_collaborative_methods_beat_popularity(taste_group_result: dict) -> None:
     baselines = taste_group_result["baselines"]
     popularity = baselines["popularity"]
-    for method in (baselines["als"], baselines["itemknn"], taste_group_result["retrieval_only"],
-                   taste_group_result["pipeline"]):
+    for method in (*[baselines[name] for name in ("als", "itemknn", "ease", "rp3beta")],
+                   taste_group_result["retrieval_only"], taste_group_result["pipeline"]):
         assert method["ndcg@10"] > 1.5 * popularity["ndcg@10"]
         assert method["recall@10"] > 1.5 * popularity["recall@10"]
+
+
+def test_published_mixes_hold_every_familiar_track_and_one_mix_per_taste(taste_groups: ev.Split,
+                                                                          taste_group_result: dict) -> None:
+    """Each user has one taste (one genre): one mix of 30. A user knows only 5-7 artists, fewer than the
+    familiar slots the rules keep, so every one of them is in the mix and the rest is new."""
+    mixes = taste_group_result["mixes"]
+    assert mixes["mixes_per_user"] == pytest.approx(1.0)
+    known = np.diff(taste_groups.train.indptr)[np.diff(taste_groups.test.indptr) > 0]
+    assert mixes["discovery_share"] == pytest.approx(1 - known.mean() / 30)
+    assert mixes["ndcg@10"] < taste_group_result["pipeline"]["ndcg@10"]  # familiar tracks take slots
 
 
 def test_collaborative_lists_stay_in_the_users_block(taste_groups: ev.Split) -> None:
     """The first group's users: ALS recommends from their block, popularity from the big group's."""
     first = np.arange(GROUP_USERS[0])
-    als_top = ev.top_n(ev.fit_als_split(taste_groups.train, 0, FACTORS).scores(), taste_groups.train, 5)[first]
-    popular_top = ev.top_n(ev.popularity_scores(taste_groups.train), taste_groups.train, 5)[first]
+    data = taste_groups.interactions
+    als_top = ev.top_n(bl.als(data, TINY_ALS, 0), taste_groups.train, 5)[first]
+    popular_top = ev.top_n(bl.popularity(data, {}, 0), taste_groups.train, 5)[first]
     assert np.mean(taste_groups.genres[als_top] == 0) > 0.9
     assert np.mean(taste_groups.genres[popular_top] == len(GROUP_USERS) - 1) > 0.9
 
@@ -164,11 +193,13 @@ def test_real_data_protocol_and_baselines_match_the_reference() -> None:
     """The split and two cheap baselines on HetRec, seed 0 (the full run: docs/evaluation.md)."""
     split = ev.load_split(REAL_PATH, seed=0)
     assert split.shape == (1892, 17632)
+    assert split.train_plays.nnz == split.train.nnz and split.train_plays.max() > 1  # listening counts kept
     per_user = np.diff(split.test.indptr)
     total = per_user + np.diff(split.train.indptr)
     np.testing.assert_array_equal(per_user, np.where(total >= 2, np.maximum(np.floor(0.2 * total + 0.5), 1), 0))
     users = np.flatnonzero(per_user > 0)
-    popularity = ev.all_metrics(ev.top_n(ev.popularity_scores(split.train), split.train, 100), split, users)
-    itemknn = ev.all_metrics(ev.top_n(ev.itemknn_scores(split.train), split.train, 100), split, users)
-    assert popularity["ndcg@10"] == pytest.approx(0.078, abs=0.01)
-    assert itemknn["ndcg@10"] == pytest.approx(0.213, abs=0.015)
+    popularity = ev.all_metrics(ev.top_n(bl.popularity(split.interactions, {}, 0), split.train, 100), split, users)
+    itemknn = ev.all_metrics(ev.top_n(bl.itemknn(split.interactions, BASELINES["itemknn"].quick, 0), split.train,
+                                      100), split, users)
+    assert popularity["ndcg@10"] == pytest.approx(0.080, abs=0.005)
+    assert itemknn["ndcg@10"] == pytest.approx(0.217, abs=0.01)
