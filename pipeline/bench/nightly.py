@@ -313,20 +313,53 @@ def cache_root(config: BenchConfig, home: Path) -> Path:
     return Path(config.cache) if config.cache else home / "bench-cache"
 
 
-def projection(ms_per_user: float, ms_per_user_small: float, tracks: int, small_tracks: int) -> dict[str, Any]:
-    """Cores for 50M users × 6 mixes in 4 h, here and at 60M tracks (power law through the two catalog sizes)."""
+def projection(points: list[tuple[int, float]]) -> dict[str, Any]:
+    """Cores for 50M users × 6 mixes in 4 h at the largest measured catalog and at 60M tracks.
+
+    `points`: (catalog tracks, CPU ms per user) at two or more catalog sizes. Cost per user is fitted as
+    a · tracks^exponent by least squares on the logarithms (two points: the line through them).
+    """
     def cores(ms: float) -> float:
         return NIGHT_USERS * ms / 1000 / (NIGHT_HOURS * 3600)
 
-    exponent = math.log(ms_per_user / ms_per_user_small) / math.log(tracks / small_tracks)
+    points = sorted(points)
+    exponent, scale = fit_growth(points)
+    tracks, ms_per_user = points[-1]
     at_target = ms_per_user * (TARGET_TRACKS / tracks) ** exponent
     return {"cores_50M_users_4h": math.ceil(cores(ms_per_user)),
             "cores_50M_users_4h_at_60M_tracks": math.ceil(cores(at_target)),
             "ms_per_user": ms_per_user, "ms_per_user_at_60M_tracks": at_target,
-            "growth_exponent": exponent, "measured_tracks": [small_tracks, tracks],
-            "measured_ms_per_user": [ms_per_user_small, ms_per_user],
+            "growth_exponent": exponent, "fitted_ms_at_largest": scale * tracks**exponent,
+            "measured_tracks": [n for n, _ in points], "measured_ms_per_user": [ms for _, ms in points],
             "basis": f"{NIGHT_USERS:,} users x {NIGHT_MIXES} mixes in {NIGHT_HOURS:g} h; cost per user ~ "
-                     "tracks^exponent"}
+                     "tracks^exponent, least squares over the measured catalog sizes, scaled from the largest"}
+
+
+def fit_growth(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """(exponent, a) of ms = a · tracks^exponent, least squares on log-log; needs two distinct sizes."""
+    tracks = np.log([n for n, _ in points])
+    cost = np.log([ms for _, ms in points])
+    if len(np.unique(tracks)) < 2:
+        raise ValueError(f"a growth fit needs at least two catalog sizes, got {sorted({n for n, _ in points})}")
+    exponent, log_scale = np.polyfit(tracks, cost, 1)
+    return float(exponent), float(math.exp(log_scale))
+
+
+def projection_from_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One projection over every catalog size several bench reports measured (each has two: its growth pass
+    and its full pass); a size measured twice keeps the run with more users at it, i.e. the full pass.
+    The reports must share one ANN backend: the growth is mostly retrieval's."""
+    backends = sorted({report["config"]["backend"] for report in reports})
+    if len(backends) > 1:
+        raise ValueError(f"reports of several ANN backends ({', '.join(backends)}) do not make one growth curve")
+    by_size: dict[int, tuple[int, float]] = {}
+    for report in reports:
+        measured = report["projection"]
+        users = (report["config"]["growth_users"], report["config"]["users"])
+        for n, ms, u in zip(measured["measured_tracks"], measured["measured_ms_per_user"], users, strict=True):
+            if n not in by_size or u > by_size[n][0]:
+                by_size[n] = (u, ms)
+    return projection([(n, ms) for n, (_, ms) in by_size.items()])
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -446,7 +479,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
         <= 0.1 * passes["small"]["peak_rss_mb"],
         "retrieval": retrieval,
         "scoring": scoring,
-        "projection": projection(shard_ms, growth_ms, config.tracks, config.tracks // 10),
+        "projection": projection([(config.tracks // 10, growth_ms), (config.tracks, shard_ms)]),
         "publish": {"cpu_s": published["cpu_s"], "slots": published["manifest"]["slots"],
                     "mixes": published["manifest"]["mixes"], "content_hash": published["manifest"]["content_hash"]},
         "mixes_per_user": published["manifest"]["mixes"] / passes["full"]["users"],
@@ -509,6 +542,16 @@ def summary(result: dict[str, Any]) -> str:
             f"projection: {p['cores_50M_users_4h']} cores at {result['config']['tracks']:,} tracks, "
             f"{p['cores_50M_users_4h_at_60M_tracks']} at 60M (exponent {p['growth_exponent']:.2f})")
 
+
+def format_projection(result: dict[str, Any]) -> str:
+    """The pooled projection in three lines: the measured points, the fit, the cores."""
+    points = ", ".join(f"{n:,} tracks {ms:.1f} ms" for n, ms in zip(result["measured_tracks"],
+                                                                    result["measured_ms_per_user"], strict=True))
+    return (f"measured CPU ms per user: {points}\n"
+            f"fitted growth exponent {result['growth_exponent']:.3f}; "
+            f"{result['ms_per_user_at_60M_tracks']:.1f} ms per user at 60M tracks\n"
+            f"cores for 50M users x 6 mixes in 4 h: {result['cores_50M_users_4h']} at "
+            f"{result['measured_tracks'][-1]:,} tracks, {result['cores_50M_users_4h_at_60M_tracks']} at 60M")
 
 def _compiled_note(scoring: dict[str, Any]) -> str:
     c = scoring.get("compiled")

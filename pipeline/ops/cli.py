@@ -239,13 +239,23 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Nightly throughput benchmark: the real shard code on a seeded synthetic world, per stage and per core."""
     from pipeline.bench.compare import format_comparison, read_report
-    from pipeline.bench.nightly import default_home, run_bench, summary, write_report
+    from pipeline.bench.nightly import (
+        default_home,
+        format_projection,
+        projection_from_reports,
+        run_bench,
+        summary,
+        write_report,
+    )
     from pipeline.core.config import BenchConfig
 
     overrides = {k: v for k, v in {"tracks": args.tracks, "users": args.users, "backend": args.backend,
                                    "growth_users": args.growth_users, "compare_backends": not args.no_compare,
                                    "compile_ranker": not args.no_compile,
                                    "cache": args.cache}.items() if v is not None}
+    if args.project:  # pool finished runs into one projection, measure nothing
+        print(format_projection(projection_from_reports([read_report(Path(path)) for path in args.project])))
+        return 0
     config = BenchConfig.model_validate(overrides)
     old = read_report(Path(args.compare)) if args.compare else None
     if args.report:  # compare a finished run, measure nothing
@@ -398,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "earlier report, as a ratio (docs/bench/reference.json: the last accepted run)")
     bench.add_argument("--report", metavar="NEW.json", help="with --compare: compare this finished report instead "
                        "of running the bench")
+    bench.add_argument("--project", nargs="+", metavar="REPORT.json", help="fit the growth with catalog size over "
+                       "every size these finished reports measured and print the cores needed; measure nothing")
     bench.set_defaults(func=cmd_bench)
 
     simulate = sub.add_parser("simulate", help=cmd_simulate.__doc__)
