@@ -396,10 +396,15 @@ def with_env_overrides(settings: Settings) -> Settings:
     """Apply the `ENV_OVERRIDES` that are set over the saved settings, validated like any setting."""
     for env, (section, field) in ENV_OVERRIDES.items():
         if os.environ.get(env):
-            current = getattr(settings, section)
-            updated = type(current).model_validate({**current.model_dump(), field: os.environ[env]})
-            settings = settings.model_copy(update={section: updated})
+            settings = _with_field(settings, section, field, os.environ[env])
     return settings
+
+
+def _with_field(settings: Settings, section: str, field: str, value: object) -> Settings:
+    """`settings` with one field of one section replaced, validated like any setting."""
+    current = getattr(settings, section)
+    updated = type(current).model_validate({**current.model_dump(), field: value})
+    return settings.model_copy(update={section: updated})
 
 
 # Settings holding connection URLs: their passwords belong in the environment (`ENV_OVERRIDES`) or an Airflow
@@ -422,9 +427,8 @@ def without_password(url: str, mask: str = "") -> str:
 def redacted(settings: Settings, mask: str = PASSWORD_MASK) -> Settings:
     """The settings with every password of `URL_SETTINGS` replaced by `mask` ("" removes it)."""
     for section, field in URL_SETTINGS:
-        current = getattr(settings, section)
-        url = without_password(getattr(current, field), mask)
-        settings = settings.model_copy(update={section: current.model_copy(update={field: url})})
+        settings = _with_field(settings, section, field, without_password(getattr(getattr(settings, section), field),
+                                                                          mask))
     return settings
 
 

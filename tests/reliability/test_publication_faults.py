@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -25,29 +24,15 @@ from pipeline.core.io import read_json
 from pipeline.ops import cli
 from pipeline.publish.files import MANIFEST, FileStore, content_hash, date_dir, store_health
 from pipeline.serve.api import create_app
-from tests.helpers import AUTH, DAY, LINEAGE, START, TOKEN, Clock, night_slots
+from tests.helpers import AUTH, DAY, START, TOKEN, Clock
 
 PROJECT = Path(__file__).resolve().parents[2]
 KILLS = 3
 
 
-def manifest_of(slots: pd.DataFrame, run_id: str) -> dict:
-    """As `publish()` builds it (the subprocess scripts below repeat these two: tests never import each other)."""
-    return {"date": DAY, "content_hash": content_hash(slots), "users": 2, "mixes": 3, "slots": len(slots),
-            "lineage": {**LINEAGE, "run_id": run_id}}
-
-
-def versions() -> list[pd.DataFrame]:
-    """Two publications of DAY that differ in every score."""
-    first = night_slots()
-    return [first, first.assign(score=first["score"] - 0.25)]
-
-
-PUBLISHER = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from pipeline.core.config import Settings
-    from pipeline.publish.files import FileStore
+# Two publications of DAY that differ in every score, and their manifests as `publish()` builds them: defined once,
+# as a script, for this module and for the subprocesses below (which cannot import a test module).
+SCRIPT_HELPERS = textwrap.dedent("""
     from pipeline.publish.files import content_hash
     from tests.helpers import LINEAGE, night_slots
 
@@ -58,6 +43,17 @@ PUBLISHER = textwrap.dedent("""
     def versions():
         first = night_slots()
         return [first, first.assign(score=first["score"] - 0.25)]
+""")
+
+_shared: dict = {}
+exec(SCRIPT_HELPERS, _shared)
+manifest_of, versions = _shared["manifest_of"], _shared["versions"]
+
+PUBLISHER = SCRIPT_HELPERS + textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from pipeline.core.config import Settings
+    from pipeline.publish.files import FileStore
 
     store, slots = FileStore(Settings(home=Path(sys.argv[1]))), versions()
     print("publishing", flush=True)
@@ -159,22 +155,12 @@ def test_a_day_with_nothing_readable_is_a_503_and_a_one_line_cli_error(republish
 
 # --- disk full --------------------------------------------------------------------------------------------------
 
-DISK_FULL = textwrap.dedent("""
+DISK_FULL = SCRIPT_HELPERS + textwrap.dedent("""
     import errno, json, sys
     from pathlib import Path
     import pandas as pd
     from pipeline.core.config import Settings
     from pipeline.publish.files import FileStore, store_health
-    from pipeline.publish.files import content_hash
-    from tests.helpers import LINEAGE, night_slots
-
-    def manifest_of(slots, run_id):
-        return {"date": "2026-11-01", "content_hash": content_hash(slots), "users": 2, "mixes": 3,
-                "slots": len(slots), "lineage": {**LINEAGE, "run_id": run_id}}
-
-    def versions():
-        first = night_slots()
-        return [first, first.assign(score=first["score"] - 0.25)]
 
     home = Path(sys.argv[1])
     store = FileStore(Settings(home=home))
