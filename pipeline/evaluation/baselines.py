@@ -180,14 +180,14 @@ class Baseline:
 BASELINES: dict[str, Baseline] = {
     "popularity": Baseline(popularity),
     "als": Baseline(als, grid(factors=[64, 128], regularization=[3.0, 10.0, 30.0], weighting=["bm25", "log"]),
-                    {"factors": 64, "regularization": 10.0, "weighting": "bm25"}),
+                    {"factors": 128, "regularization": 30.0, "weighting": "bm25"}),
     "itemknn": Baseline(itemknn, grid(weighting=["binary", "bm25"], k=[50, 200, None]),
                         {"weighting": "binary", "k": None}),
     "ease": Baseline(ease, grid(weighting=["binary"], regularization=[30.0, 100.0, 300.0])
                      + grid(weighting=["bm25"], regularization=[3e3, 1e4, 3e4]),
-                     {"weighting": "bm25", "regularization": 1e4}),
+                     {"weighting": "bm25", "regularization": 3e3}),
     "rp3beta": Baseline(rp3beta, grid(alpha=[0.5, 0.75, 1.0], beta=[0.2, 0.35, 0.5], k=[None]),
-                        {"alpha": 0.5, "beta": 0.5, "k": None}),
+                        {"alpha": 0.75, "beta": 0.35, "k": None}),
 }
 
 
