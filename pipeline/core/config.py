@@ -425,11 +425,12 @@ def without_password(url: str, mask: str = "") -> str:
 
 
 def redacted(settings: Settings, mask: str = PASSWORD_MASK) -> Settings:
-    """The settings with every password of `URL_SETTINGS` replaced by `mask` ("" removes it)."""
+    """The settings with every password of `URL_SETTINGS` and of the MLflow tracking URI replaced by `mask` (""
+    removes it)."""
     for section, field in URL_SETTINGS:
         settings = _with_field(settings, section, field, without_password(getattr(getattr(settings, section), field),
                                                                           mask))
-    return settings
+    return settings.model_copy(update={"mlflow_tracking_uri": without_password(settings.mlflow_tracking_uri, mask)})
 
 
 def save_settings(settings: Settings) -> Path:

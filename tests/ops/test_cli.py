@@ -84,7 +84,8 @@ def test_a_damaged_store_is_a_clear_message(tmp_path: Path, home: Path, capsys) 
 
 
 PASSWORDS = {"DAILYMIX_REDIS_URL": "redis://:r3dis-pw@cache:6379/0",
-             "DAILYMIX_PUBLISH_DB_URL": "postgresql+psycopg2://dailymix:pg-pw@db:5432/dailymix"}
+             "DAILYMIX_PUBLISH_DB_URL": "postgresql+psycopg2://dailymix:pg-pw@db:5432/dailymix",
+             "MLFLOW_TRACKING_URI": "https://ops:mlflow-pw@mlflow.internal"}
 
 
 def test_passwords_are_neither_saved_nor_printed(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -93,10 +94,10 @@ def test_passwords_are_neither_saved_nor_printed(tmp_path: Path, capsys, monkeyp
     settings = load_settings(tmp_path / "home")
     assert settings.feature_store.redis_url == PASSWORDS["DAILYMIX_REDIS_URL"]  # in use, from the environment
     saved = save_settings(settings).read_text()
-    assert "r3dis-pw" not in saved and "pg-pw" not in saved
+    assert "r3dis-pw" not in saved and "pg-pw" not in saved and "mlflow-pw" not in saved
     assert json.loads(saved)["scale_out"]["publish_database_url"] == "postgresql+psycopg2://dailymix@db:5432/dailymix"
     code, out, _ = run(capsys, "--home", str(tmp_path / "home"), "config")
-    assert code == 0 and "r3dis-pw" not in out and "pg-pw" not in out
+    assert code == 0 and "r3dis-pw" not in out and "pg-pw" not in out and "mlflow-pw" not in out
     assert json.loads(out)["feature_store"]["redis_url"] == "redis://:***@cache:6379/0"
     for env in PASSWORDS:
         monkeypatch.delenv(env)
