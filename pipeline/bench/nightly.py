@@ -377,8 +377,9 @@ def _context(world: SyntheticWorld, settings: Settings, index: AnnIndex, model, 
 
 
 def as_scorer(model: Any) -> Scorer:
-    """The ranker as a `Scorer`: compiled rankers already are one, a scikit-learn model is wrapped."""
-    return model if isinstance(model, Scorer) else SklearnScorer(model)
+    """The ranker as a `Scorer`: compiled rankers already are one, a scikit-learn model is wrapped (it has a
+    `score` method of its own, accuracy against labels, so the protocol check alone would pass it through)."""
+    return model if isinstance(model, (CompiledRanker, SklearnScorer)) else SklearnScorer(model)
 
 
 def _stage_report(runs: list[dict]) -> dict[str, Any]:
