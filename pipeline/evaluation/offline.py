@@ -39,7 +39,7 @@ from pipeline.core import schema as s
 from pipeline.core.config import RetrievalConfig, Settings
 from pipeline.core.progress import progress
 from pipeline.evaluation import production as pr
-from pipeline.evaluation.baselines import BASELINES, Interactions, Tuned, als_vectors, tune
+from pipeline.evaluation.baselines import BASELINES, Baseline, Interactions, Tuned, als_vectors, tune
 
 log = logging.getLogger(__name__)
 HOLDOUT_SHARE = 0.2
@@ -207,21 +207,23 @@ def validation_judge(validation: Split) -> Callable[[np.ndarray], float]:
     return judge
 
 
-def tuned_baselines(split: Split, validation: Split, seed: int, quick: bool) -> dict[str, Tuned]:
+def tuned_baselines(split: Split, validation: Split, seed: int, quick: bool,
+                    baselines: dict[str, Baseline] = BASELINES) -> dict[str, Tuned]:
     """Every baseline tuned on `validation` (or its quick setting) and refitted on the training split."""
     judge = validation_judge(validation)
     return {name: tune(baseline, split.interactions, validation.interactions, judge, seed, quick)
-            for name, baseline in progress(list(BASELINES.items()), desc="baselines")}
+            for name, baseline in progress(list(baselines.items()), desc="baselines")}
 
 
 def evaluate_split(split: Split, seed: int, backend: str = "annoy", quick: bool = False,
-                   settings: Settings | None = None) -> dict:
+                   settings: Settings | None = None, baselines: dict[str, Baseline] = BASELINES) -> dict:
     """Every method on one split; the JSON contract of `dailymix eval hetrec`. `settings`: the platform's
-    (default: its defaults with this seed and backend)."""
+    (default: its defaults with this seed and backend); `baselines`: their grids and quick settings (HetRec's
+    by default; a small synthetic world needs smaller ones)."""
     users = np.flatnonzero(np.diff(split.test.indptr) > 0)
     validation = resplit(split, seed + VALIDATION_SEED)
     started = time.perf_counter()
-    tuned = tuned_baselines(split, validation, seed, quick)
+    tuned = tuned_baselines(split, validation, seed, quick, baselines)
     log.info("baselines tuned in %.0f s", time.perf_counter() - started)
     with tempfile.TemporaryDirectory() as directory:
         settings = settings or Settings(home=Path(directory), seed=seed, retrieval=RetrievalConfig(backend=backend))
