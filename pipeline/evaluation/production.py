@@ -213,16 +213,13 @@ def features_items(work: list, rows: list[np.ndarray]) -> np.ndarray:
 
 def with_source_features(features: pd.DataFrame, sources: dict[str, np.ndarray], users: np.ndarray,
                          items: np.ndarray) -> pd.DataFrame:
-    """`pair_features` plus, per candidate source, the candidate's score z-scored among the user's candidates and
-    its rank there. Only within-user views: raw scores drift with the training matrix's size (the ranker learns
-    on the validation split's smaller one), positions within a user's candidates travel."""
+    """`pair_features` plus, per candidate source, its score and the candidate's rank among the user's
+    candidates by that score. (Within-user z-scores instead of raw scores ranked worse: docs/evaluation.md.)"""
     extra = {}
     for name, scores in sources.items():
-        score = pd.Series(np.asarray(scores[users, items], dtype=np.float64))
-        by_user = score.groupby(users)
-        spread = by_user.transform("std").fillna(0.0).to_numpy()
-        extra[f"source_{name}_z"] = (score.to_numpy() - by_user.transform("mean").to_numpy()) / (spread + 1e-9)
-        extra[f"source_{name}_rank"] = (-score).groupby(users).rank(method="first").to_numpy()
+        score = np.asarray(scores[users, items], dtype=np.float64)
+        extra[f"source_{name}_score"] = score
+        extra[f"source_{name}_rank"] = pd.Series(-score).groupby(users).rank(method="first").to_numpy()
     return pd.concat([features.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
 
 
