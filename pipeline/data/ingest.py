@@ -41,6 +41,12 @@ PARQUET_SUFFIXES = (".parquet",)
 TOP_REASONS = 3
 
 
+# A JSONL line that is not one JSON object is quarantined with this reason; the column of that name keeps why and
+# the line's text (up to MALFORMED_TEXT_LIMIT characters), so nothing sent is lost.
+MALFORMED_LINE = "malformed_line"
+MALFORMED_TEXT_LIMIT = 2_000
+
+
 class IngestError(Exception):
     """A file was refused; `report` is set when rows were read and judged."""
 
@@ -114,20 +120,45 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """One JSON object per line; blank lines are skipped but still count for line numbers. A value that is not a
-    string, number, boolean or null (an object, a list) is kept as its JSON text, which no rule accepts."""
+    string, number, boolean or null (an object, a list) is kept as its JSON text, which no rule accepts.
+
+    A line that is not one JSON object (broken JSON, nested too deeply, an array) is a row too: its fields are
+    empty and `MALFORMED_LINE` holds why and the line's text, so it is quarantined and the others are judged as
+    usual. A file with no readable line at all is refused, naming the first bad line."""
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8).splitlines()
     lines = [line.decode("utf-8", "backslashreplace") for line in raw]  # line numbers as the bytes count them
     numbers = [i for i, line in enumerate(lines, start=1) if line.strip()]
     try:
         records = json.loads("[" + ",".join(lines[i - 1] for i in numbers) + "]")
     except (json.JSONDecodeError, RecursionError):
-        records = None  # locate the bad line for the message
-    if records is None or not all(isinstance(r, dict) for r in records):
+        records = [_json_line(lines[i - 1]) for i in numbers]  # one bad line: find it, keep the rest
+    problems = [_line_problem(record) for record in records]
+    if numbers and all(problems):
         raise IngestError(f"{path.name}: {_first_bad_json_line(lines, numbers)}")
-    rows = [{readable_text(str(k)).strip(): _cell_text(v) for k, v in record.items()} for record in records]
+    rows = [{MALFORMED_LINE: f"{problem}: {readable_text(lines[number - 1])[:MALFORMED_TEXT_LIMIT]}"} if problem
+            else {readable_text(str(k)).strip(): _cell_text(v) for k, v in record.items()}
+            for number, record, problem in zip(numbers, records, problems, strict=True)]
     frame = pd.DataFrame(rows, dtype=object).astype(TEXT) if rows else pd.DataFrame()
     frame.index = pd.Index(numbers, dtype=np.int64, name=s.SOURCE_ROW)
     return frame
+
+
+def _json_line(line: str) -> object:
+    """The line's JSON value, or the exception that says why it has none."""
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return exc
+
+
+def _line_problem(record: object) -> str | None:
+    if isinstance(record, dict):
+        return None
+    if isinstance(record, RecursionError):
+        return "nested too deeply to be an event"
+    if isinstance(record, json.JSONDecodeError):
+        return f"not valid JSON ({record.msg})"
+    return "not a JSON object"
 
 
 def _cell_text(value: object) -> str | None:
@@ -218,6 +249,7 @@ def ingest_file(
         as_of=as_of,
         existing_keys=stored_keys(layout, day, excluding=origin.owns),
     )
+    reasons = _with_malformed_lines(frame, reasons)
     bad = (reasons != "").to_numpy()
     stats = _reason_stats(reasons[bad])
     quarantine_path = write_quarantine(frame[bad], reasons[bad], str(path), quarantine_part)
@@ -241,6 +273,13 @@ def ingest_file(
     write_part(layout, day, part, frame_table(accepted))
     remove_source_parts(layout, day, origin, keep=part)  # an earlier version of this file
     return report
+
+
+def _with_malformed_lines(frame: pd.DataFrame, reasons: pd.Series) -> pd.Series:
+    """A malformed line's reason is that it is malformed (its empty fields would name every rule)."""
+    if MALFORMED_LINE not in frame.columns:
+        return reasons
+    return reasons.mask(frame[MALFORMED_LINE].notna().to_numpy(), MALFORMED_LINE)
 
 
 def _check_columns(frame: pd.DataFrame, source: Path) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pytest
 from pipeline.core import schema as s
 from pipeline.core.paths import Layout
 from pipeline.data.events import read_exploration_events, read_raw_events
-from pipeline.data.ingest import IngestError, IngestReport, ingest_file, read_events_file
+from pipeline.data.ingest import MALFORMED_LINE, IngestError, IngestReport, ingest_file, read_events_file
 from validation.events import RULE_NAMES, RULES, validate_events
 
 DAY = "2026-11-01"
@@ -473,10 +473,40 @@ def test_unsupported_extension(tmp_path: Path, layout: Layout, catalog: pd.DataF
         ingest_file(path, DAY, layout, catalog)
 
 
-def test_malformed_jsonl_names_the_line(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+def test_a_malformed_jsonl_line_is_quarantined_with_its_text_and_the_others_are_judged(
+        tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+    """One bad line never costs the file its good rows, and what it sent is kept."""
+    good = good_rows(3)
+    lines = [json.dumps(good[0]), "", "{not json}", json.dumps(good[1]), "[" * 100_000 + "]" * 100_000, "[1, 2]",
+             json.dumps(good[2])]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1)
+    assert (report.accepted, report.quarantined) == (3, 3)
+    assert len(pd.read_parquet(report.raw_path)) == 3
+    quarantined = pd.read_parquet(report.quarantine_path)
+    assert list(quarantined[s.SOURCE_ROW]) == [3, 5, 6]
+    assert set(quarantined[s.QUARANTINE_REASON]) == {MALFORMED_LINE}
+    why = list(quarantined[MALFORMED_LINE])
+    assert why[0] == "not valid JSON (Expecting property name enclosed in double quotes): {not json}"
+    assert why[1].startswith("nested too deeply to be an event: [[[") and len(why[1]) < 2_100
+    assert why[2] == "not a JSON object: [1, 2]"
+
+
+def test_malformed_lines_count_against_the_bad_row_share(tmp_path: Path, layout: Layout, catalog: pd.DataFrame
+                                                         ) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps(good_rows(1)[0]) + "\n\n{not json}\n")
-    with pytest.raises(IngestError, match=r"events\.jsonl: line 3 is not valid JSON"):
+    with pytest.raises(IngestError, match=r"events\.jsonl: .*malformed_line") as refused:
+        ingest_file(path, DAY, layout, catalog)
+    assert refused.value.report.raw_path is None
+
+
+def test_a_jsonl_file_without_one_readable_line_is_refused_naming_the_first(
+        tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n{not json}\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(IngestError, match=r"events\.jsonl: line 2 is not valid JSON"):
         ingest_file(path, DAY, layout, catalog)
 
 
@@ -487,13 +517,6 @@ def test_a_missing_file_or_a_directory_is_refused_by_name(tmp_path: Path, layout
     (tmp_path / "folder.csv").mkdir()
     with pytest.raises(IngestError, match=r"folder\.csv: not a regular file"):
         ingest_file(tmp_path / "folder.csv", DAY, layout, catalog)
-
-
-def test_deeply_nested_jsonl_names_the_line(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
-    path = tmp_path / "events.jsonl"
-    path.write_text(json.dumps(good_rows(1)[0]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
-    with pytest.raises(IngestError, match=r"events\.jsonl: line 2 is nested too deeply"):
-        ingest_file(path, DAY, layout, catalog)
 
 
 @pytest.mark.parametrize("share", [float("nan"), -0.1, 1.5])
