@@ -11,6 +11,7 @@ trained on it.
 from __future__ import annotations
 
 import codecs
+import csv
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,8 +42,9 @@ PARQUET_SUFFIXES = (".parquet",)
 TOP_REASONS = 3
 
 
-# A JSONL line that is not one JSON object is quarantined with this reason; the column of that name keeps why and
-# the line's text (up to MALFORMED_TEXT_LIMIT characters), so nothing sent is lost.
+# A JSONL line that is not one JSON object, or a CSV record of another width than the header, is quarantined with
+# this reason; the column of that name keeps why and the line's text (up to MALFORMED_TEXT_LIMIT characters), so
+# nothing sent is lost.
 MALFORMED_LINE = "malformed_line"
 MALFORMED_TEXT_LIMIT = 2_000
 
@@ -112,10 +114,31 @@ def _read_csv(path: Path) -> pd.DataFrame:
                             encoding_errors="backslashreplace")
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError:
+        frame = _read_csv_records(path)  # a row of another width: find it, keep the rest
+    except UnicodeDecodeError as exc:
         raise IngestError(f"{path.name}: not a readable CSV file ({exc})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _read_csv_records(path: Path) -> pd.DataFrame:
+    """The CSV record by record: a record with more fields than the header is a row whose fields are empty and whose
+    `MALFORMED_LINE` says so, with its text; the others are read as the fast reader reads them."""
+    with path.open(encoding="utf-8-sig", errors="backslashreplace", newline="") as handle:
+        records = list(csv.reader(handle))
+    if not records:
+        return pd.DataFrame()
+    header, rows = [name.strip() for name in records[0]], []
+    for record in filter(None, records[1:]):  # blank lines are skipped, as the fast reader skips them
+        if len(record) <= len(header):  # a short record's missing fields are empty, as the fast reader reads them
+            rows.append({name: value or None for name, value in zip(header, record, strict=False)})
+        else:
+            text = readable_text(",".join(record))[:MALFORMED_TEXT_LIMIT]
+            rows.append({MALFORMED_LINE: f"{len(record)} fields where the header has {len(header)}: {text}"})
+    frame = pd.DataFrame(rows, columns=[*header, *([MALFORMED_LINE] if any(MALFORMED_LINE in r for r in rows)
+                                                   else [])], dtype=object)
+    return frame.astype(TEXT)
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

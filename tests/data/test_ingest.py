@@ -493,6 +493,20 @@ def test_a_malformed_jsonl_line_is_quarantined_with_its_text_and_the_others_are_
     assert why[2] == "not a JSON object: [1, 2]"
 
 
+def test_a_csv_record_wider_than_its_header_is_quarantined_and_the_others_are_judged(
+        tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+    good = pd.DataFrame(good_rows(3))
+    path = events_file(tmp_path, "csv", good_rows(3))
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join([header, rows[0], rows[1] + ",extra", "", rows[2]]) + "\n")
+    report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1)
+    assert (report.accepted, report.quarantined) == (len(good) - 1, 1)
+    quarantined = pd.read_parquet(report.quarantine_path)
+    assert list(quarantined[s.SOURCE_ROW]) == [2] and list(quarantined[s.QUARANTINE_REASON]) == [MALFORMED_LINE]
+    assert quarantined[MALFORMED_LINE].iloc[0].startswith(f"{len(header.split(',')) + 1} fields where the header has")
+    assert quarantined[MALFORMED_LINE].iloc[0].endswith(",extra")
+
+
 def test_malformed_lines_count_against_the_bad_row_share(tmp_path: Path, layout: Layout, catalog: pd.DataFrame
                                                          ) -> None:
     path = tmp_path / "events.jsonl"
