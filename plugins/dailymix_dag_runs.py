@@ -16,15 +16,8 @@ root's Airflow environment and reads those lines.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
-
-
-def cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished child processes."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def migrate() -> None:
@@ -45,12 +38,10 @@ def run(dag_id: str, day: str, conf: dict | None) -> str:
 def main(runs: list[dict]) -> int:
     from airflow.providers_manager import ProvidersManager
 
-    from pipeline.ops.airflow_env import MIGRATED, RESULT_PREFIX
+    from pipeline.ops.airflow_env import RESULT_PREFIX, cpu_seconds
 
-    started, cpu = time.perf_counter(), cpu_seconds()
     ProvidersManager().initialize_providers_configuration()  # as every `airflow` command does first
     migrate()
-    print(f"{MIGRATED} {time.perf_counter() - started:.2f} {cpu_seconds() - cpu:.2f}", flush=True)
     for spec in runs:
         started, cpu = time.perf_counter(), cpu_seconds()
         state = run(spec["dag_id"], spec["day"], spec.get("conf"))

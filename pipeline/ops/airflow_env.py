@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -45,9 +46,8 @@ class DagRunFailed(RuntimeError):
     pass
 
 
-# The result line `plugins/dailymix_dag_runs.py` prints after each run, and the one after migrating.
+# The result line `plugins/dailymix_dag_runs.py` prints after each run.
 RESULT_PREFIX = "DAILYMIX-RUN"
-MIGRATED = "DAILYMIX-MIGRATED"
 DAG_RUNNER = PROJECT_ROOT / "plugins" / "dailymix_dag_runs.py"
 
 
@@ -88,6 +88,12 @@ def run_dag(home: Path, dag_id: str, day: str, conf: dict | None = None) -> floa
         raise DagRunFailed(f"{dag_id} {day} ended {states[-1] if states else 'without a result'}; see {log}\n"
                            f"{_failure_excerpt(text)}")
     return time.perf_counter() - started
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its finished child processes."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_dags(home: Path, runs: Sequence[DagRun],

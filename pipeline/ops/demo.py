@@ -7,7 +7,6 @@ features run (its param `from_date`), not one run per day.
 
 from __future__ import annotations
 
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.config import load_settings, save_settings
-from pipeline.ops.airflow_env import DagRun, DagRunResult, run_dags
+from pipeline.ops.airflow_env import DagRun, DagRunResult, cpu_seconds, run_dags
 
 DAG_ORDER = ("dailymix_retrain", "dailymix_index", "dailymix_nightly", "dailymix_monitor")
 
@@ -29,16 +28,10 @@ class StageTime:
     cpu: float
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished child processes (the Airflow commands)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def timed(action: Callable[[], object]) -> StageTime:
-    cpu, wall = _cpu_seconds(), time.perf_counter()
+    cpu, wall = cpu_seconds(), time.perf_counter()
     action()
-    return StageTime(time.perf_counter() - wall, _cpu_seconds() - cpu)
+    return StageTime(time.perf_counter() - wall, cpu_seconds() - cpu)
 
 
 def loop_runs(home: Path) -> list[DagRun]:
@@ -107,14 +100,14 @@ def run_demo(home: Path, fresh: bool = True) -> int:
 
     if fresh and home.exists():
         shutil.rmtree(home)
-    cpu, wall = _cpu_seconds(), time.perf_counter()
+    cpu, wall = cpu_seconds(), time.perf_counter()
     settings = load_settings(home)
     save_settings(settings)
     settings, world = create_world(settings)
     print(world_summary(settings, world))
-    timings = {"world": StageTime(time.perf_counter() - wall, _cpu_seconds() - cpu)}
+    timings = {"world": StageTime(time.perf_counter() - wall, cpu_seconds() - cpu)}
     print("running the DAGs through Airflow (logs: airflow/logs/dags-test/):")
     timings |= run_loop(home)
-    timings["total"] = StageTime(time.perf_counter() - wall, _cpu_seconds() - cpu)
+    timings["total"] = StageTime(time.perf_counter() - wall, cpu_seconds() - cpu)
     print(summary(home, timings))
     return 0
