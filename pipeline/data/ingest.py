@@ -217,15 +217,43 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 def _arrow_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A Parquet column as text; float NaN is a null (pandas writes missing floats as NaN)."""
+    """A Parquet column as text; float NaN is a null (pandas writes missing floats as NaN); string and binary
+    values are read as UTF-8 (`_utf8_text`)."""
+    if pa.types.is_dictionary(column.type):
+        column = pc.cast(column, column.type.value_type)
     if pa.types.is_floating(column.type):
         column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+    if _holds_bytes(column.type):
+        return _utf8_text(column)
     try:
         return pc.cast(column, pa.string())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         values = [None if v is None else str(v) for v in column.to_pylist()]
         return pa.chunked_array([pa.array(values, type=pa.string())])
 
+
+
+def _holds_bytes(kind: pa.DataType) -> bool:
+    return any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                       pa.types.is_large_binary, pa.types.is_fixed_size_binary))
+
+
+def _utf8_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """String or binary values as text: a Parquet writer need not check that a string column holds UTF-8, so bytes
+    that are not become backslash escapes (as in CSV), which no rule accepts: the row is quarantined as sent and the
+    file's other rows are judged as usual."""
+    if pa.types.is_fixed_size_binary(column.type):
+        return _decoded(column)
+    as_bytes = pc.cast(column, pa.large_binary())  # string to bytes never fails; bytes to string checks UTF-8
+    try:
+        return pc.cast(as_bytes, pa.string())
+    except pa.ArrowInvalid:
+        return _decoded(as_bytes)
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    values = [None if v is None else v.decode("utf-8", "backslashreplace") for v in column.to_pylist()]
+    return pa.chunked_array([pa.array(values, type=pa.string())])
 
 # --- ingest -------------------------------------------------------------------------------------
 

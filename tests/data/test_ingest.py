@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core import schema as s
@@ -575,6 +577,34 @@ def test_bytes_that_are_not_utf8_quarantine_their_row_only(tmp_path: Path, layou
     assert_consistent(report, {2: "bad_policy"})
     assert pd.read_parquet(report.quarantine_path)[s.POLICY].tolist() == ["expl\\xffoit"]
 
+
+
+def utf8_unchecked(values: list[str | None], invalid: dict[int, bytes]) -> pa.Array:
+    """A Parquet string column as a writer that does not check UTF-8 leaves it: `invalid` replaces values' bytes."""
+    raw = [None if v is None else invalid.get(i, v.encode()) for i, v in enumerate(values)]
+    offsets = np.cumsum([0] + [len(b or b"") for b in raw]).astype(np.int32)
+    validity = pa.array([b is not None for b in raw]).buffers()[1]
+    return pa.Array.from_buffers(pa.string(), len(raw), [validity, pa.py_buffer(offsets.tobytes()),
+                                                          pa.py_buffer(b"".join(b or b"" for b in raw))])
+
+
+@pytest.mark.parametrize("kind", ["string", "binary"])
+def test_parquet_bytes_that_are_not_utf8_quarantine_their_row_only(tmp_path: Path, layout: Layout,
+                                                                   catalog: pd.DataFrame, kind: str) -> None:
+    """A string column holding bytes that are not UTF-8 (or a binary column) reads as text with backslash escapes."""
+    rows = good_rows(4)
+    table = pq.read_table(events_file(tmp_path, "parquet", rows))
+    policies = [str(r[s.POLICY]) for r in rows]
+    column = utf8_unchecked(policies, {1: b"expl\xffoit"})
+    if kind == "binary":
+        column = pa.array([p.encode() for p in policies[:1]] + [b"expl\xffoit"] + [p.encode() for p in policies[2:]],
+                          pa.binary())
+    path = tmp_path / "unchecked.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index(s.POLICY), s.POLICY, column), path)
+    report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1.0)
+    assert_consistent(report, {2: "bad_policy"})
+    assert pd.read_parquet(report.quarantine_path)[s.POLICY].tolist() == ["expl\\xffoit"]
+    assert pd.read_parquet(report.raw_path)[s.POLICY].tolist() == [policies[0], *policies[2:]]
 
 def test_malformed_day_is_refused(tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="2026-11-1"):
