@@ -43,6 +43,8 @@ N_GENRES, N_MOODS = 16, 6
 TRACKS_PER_ARTIST = 20
 NIGHT_USERS, NIGHT_MIXES, NIGHT_HOURS = 50_000_000, 6, 4.0
 TARGET_TRACKS = 60_000_000
+DEPTHS = [300, 500, 1000, 2000]  # neighbours per taste cluster in the retrieval depth trade
+PEER_STAGES = ("taste_clusters", "retrieval", "feature_gathering", "scoring")  # what the whole-user peer does
 QUERY_KNOBS = ("search_k", "ef", "nprobe")  # query-time knobs: not part of a cached index's key
 
 
@@ -245,6 +247,41 @@ def compare_retrieval(queries: np.ndarray, world: SyntheticWorld, indexes: dict[
                          "recall_at_1000": _recall(found, world.embeddings.track_ids[truth])}
     results["implicit_topk"] = _implicit_topk(queries, unit, truth, k, block, world.embeddings.track_ids)
     return results
+
+
+def depth_trade(queries: np.ndarray, items: np.ndarray, track_ids: np.ndarray, index: AnnIndex,
+                depths: list[int], rank_depth: int) -> dict[str, Any]:
+    """What fetching fewer neighbours per taste cluster costs: for each depth d, the index's CPU ms per query at
+    k = d and the share of the exact top `rank_depth` (the cluster's tracks that may reach the ranker) among
+    the d it returns. Depths below `rank_depth` cannot reach 1 (at most d / rank_depth)."""
+    unit = normalise(items).astype(np.float32)
+    truth = track_ids[np.vstack([exact_top_k(queries[i:i + 64], unit, rank_depth) for i in range(0, len(queries), 64)])]
+    rows = []
+    for depth in depths:
+        start = time.process_time()
+        found, _ = index.query_batch(queries, depth)
+        elapsed = time.process_time() - start
+        rows.append({"depth": depth, "ms_per_query": 1000 * elapsed / len(queries),
+                     f"recall_of_top_{rank_depth}": _recall(found, truth)})
+    return {"rank_depth": rank_depth, "queries": len(queries), "depths": rows}
+
+
+def whole_user_peer(ctx, users: list[int], model: Any) -> dict[str, Any]:
+    """The straightforward path the shard's blocks replaced, on the same code: per user its taste clusters, one
+    index call for its own clusters, its feature rows (from the shard's feature tables) and one scikit-learn
+    call. CPU ms per user, to set against the shard's same four stages."""
+    start, candidates, served = time.process_time(), 0, 0
+    for user in users:
+        history = ctx.user_history(user)
+        clusters = ctx.source.clusters(history)
+        if not clusters:
+            continue
+        features = ctx.inputs.for_user(user, ctx.source.candidates(clusters, history))
+        model.predict_proba(features[list(FEATURE_COLUMNS)])
+        candidates, served = candidates + len(features), served + 1
+    cpu = time.process_time() - start
+    return {"users": len(users), "users_with_clusters": served, "ms_per_user": 1000 * cpu / max(1, len(users)),
+            "candidates_per_user": candidates / max(1, served)}
 
 
 def _recall(found_ids: np.ndarray, true_ids: np.ndarray) -> float:
@@ -450,6 +487,14 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
             indexes[other] = build_index(world, other, config, cache, config.seed)
             log(f"bench: {other} index ready in {time.perf_counter() - build:.0f} s")
     retrieval = compare_retrieval(queries, world, indexes, config.candidates, block=64)
+    retrieval["depth_trade"] = depth_trade(queries, world.embeddings.item_factors, world.embeddings.track_ids, index,
+                                           DEPTHS, settings.shard.rank_per_cluster)
+    log("bench: the whole-user peer")
+    peer_users = users[small_u:small_u + config.compare_users]
+    peer = whole_user_peer(_context(world, settings, index, model, peer_users), peer_users.tolist(), model)
+    batched = sum(report["stage_ms_per_user"][stage] for stage in PEER_STAGES)
+    peer |= {"batched_stages": list(PEER_STAGES), "batched_ms_per_user": batched,
+             "speedup": peer["ms_per_user"] / batched}
 
     log("bench: scoring curve")
     sample = _sample_features(world, index, model, settings, users[small_u:small_u + 5])
@@ -480,6 +525,7 @@ def _run(config: BenchConfig, home: Path, log) -> dict[str, Any]:
         <= 0.1 * passes["small"]["peak_rss_mb"],
         "retrieval": retrieval,
         "scoring": scoring,
+        "whole_user_peer": peer,
         "projection": projection([(config.tracks // 10, growth_ms), (config.tracks, shard_ms)]),
         "publish": {"cpu_s": published["cpu_s"], "slots": published["manifest"]["slots"],
                     "mixes": published["manifest"]["mixes"], "content_hash": published["manifest"]["content_hash"]},
@@ -541,7 +587,20 @@ def summary(result: dict[str, Any]) -> str:
             f"{result['scoring']['one_at_a_time_ms']:.0f} ms vs batched {result['scoring']['batched_ms']:.1f} ms; "
             f"scoring backend {result['scoring_backend']}{_compiled_note(result['scoring'])}\n"
             f"projection: {p['cores_50M_users_4h']} cores at {result['config']['tracks']:,} tracks, "
-            f"{p['cores_50M_users_4h_at_60M_tracks']} at 60M (exponent {p['growth_exponent']:.2f})")
+            f"{p['cores_50M_users_4h_at_60M_tracks']} at 60M (exponent {p['growth_exponent']:.2f})"
+            f"{_levers_note(result)}")
+
+
+def _levers_note(result: dict[str, Any]) -> str:
+    """The depth trade and the whole-user peer, for reports that measured them."""
+    trade, peer = result["retrieval"].get("depth_trade"), result.get("whole_user_peer")
+    if not trade or not peer:
+        return ""
+    key = f"recall_of_top_{trade['rank_depth']}"
+    depths = ", ".join(f"{row['depth']} {row['ms_per_query']:.2f} ms/q {row[key]:.3f}" for row in trade["depths"])
+    return (f"\ndepth trade (recall of the exact top {trade['rank_depth']}): {depths}\n"
+            f"whole-user peer {peer['ms_per_user']:.1f} ms/user vs the shard's same stages "
+            f"{peer['batched_ms_per_user']:.1f} ({peer['speedup']:.1f}x)")
 
 
 def format_projection(result: dict[str, Any]) -> str:

@@ -30,7 +30,8 @@ def test_report_has_the_documented_keys(report):
     assert set(report["stage_ms_per_user"]) == set(STAGES)
     assert report["projection"]["cores_50M_users_4h"] >= 1
     assert report["projection"]["cores_50M_users_4h_at_60M_tracks"] >= 1
-    assert {"annoy", "voyager", "exact_blas", "implicit_topk"} <= set(report["retrieval"])
+    assert {"annoy", "voyager", "exact_blas", "implicit_topk", "depth_trade"} <= set(report["retrieval"])
+    assert report["whole_user_peer"]["users"] == 4 and report["whole_user_peer"]["speedup"] > 0
 
 
 def test_numbers_are_consistent(report):
