@@ -109,6 +109,7 @@ def read_events_file(path: Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    _refuse_ambiguous_columns(path, _csv_header(path))
     try:
         frame = pd.read_csv(path, dtype=TEXT, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
                             encoding_errors="backslashreplace")
@@ -120,6 +121,22 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise IngestError(f"{path.name}: not a readable CSV file ({exc})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The names of the CSV header as written (the fast reader renames a repeated one)."""
+    with path.open(encoding="utf-8-sig", errors="backslashreplace", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _refuse_ambiguous_columns(path: Path, names: list[str]) -> None:
+    """A column named twice (as written, or once its spaces are stripped) leaves no way to tell which value a row
+    holds: the file is refused, naming the column, rather than one of the two silently read."""
+    seen: set[str] = set()
+    for name in (readable_text(str(n)).strip() for n in names):
+        if name in seen:
+            raise IngestError(f"{path.name}: column {name[:80]!r} appears more than once")
+        seen.add(name)
 
 
 def _read_csv_records(path: Path) -> pd.DataFrame:
@@ -152,8 +169,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     lines = [line.decode("utf-8", "backslashreplace") for line in raw]  # line numbers as the bytes count them
     numbers = [i for i, line in enumerate(lines, start=1) if line.strip()]
     try:
-        records = json.loads("[" + ",".join(lines[i - 1] for i in numbers) + "]")
-    except (json.JSONDecodeError, RecursionError):
+        records = json.loads("[" + ",".join(lines[i - 1] for i in numbers) + "]", object_pairs_hook=_object)
+    except (ValueError, RecursionError):  # ValueError: broken JSON, or an integer of more digits than Python reads
         records = [_json_line(lines[i - 1]) for i in numbers]  # one bad line: find it, keep the rest
     problems = [_line_problem(record) for record in records]
     if numbers and all(problems):
@@ -166,22 +183,49 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return frame
 
 
+class RepeatedKeys(dict):
+    """A JSON object naming a key twice (as written, or once its spaces are stripped): which value it holds is
+    anyone's guess (parsers differ), so a line that is one is malformed."""
+
+    def __init__(self, pairs: list[tuple[str, object]], key: str) -> None:
+        super().__init__(pairs)
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        name = readable_text(key).strip()
+        if name in seen:
+            return RepeatedKeys(pairs, name)
+        seen.add(name)
+    return dict(pairs)
+
+
 def _json_line(line: str) -> object:
     """The line's JSON value, or the exception that says why it has none."""
     try:
-        return json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        return json.loads(line, object_pairs_hook=_object)
+    except (ValueError, RecursionError) as exc:
         return exc
 
 
 def _line_problem(record: object) -> str | None:
+    if isinstance(record, RepeatedKeys):
+        return f"not one event (key {record.key[:80]!r} given more than once)"
     if isinstance(record, dict):
         return None
     if isinstance(record, RecursionError):
         return "nested too deeply to be an event"
     if isinstance(record, json.JSONDecodeError):
         return f"not valid JSON ({record.msg})"
+    if isinstance(record, ValueError):
+        return f"not valid JSON ({_one_line(record)})"
     return "not a JSON object"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def _cell_text(value: object) -> str | None:
@@ -196,19 +240,14 @@ def _cell_text(value: object) -> str | None:
 
 def _first_bad_json_line(lines: list[str], numbers: list[int]) -> str:
     for number in numbers:
-        try:
-            record = json.loads(lines[number - 1])
-        except json.JSONDecodeError as exc:
-            return f"line {number} is not valid JSON ({exc.msg})"
-        except RecursionError:
-            return f"line {number} is nested too deeply to be an event"
-        if not isinstance(record, dict):
-            return f"line {number} is not a JSON object"
+        if problem := _line_problem(_json_line(lines[number - 1])):
+            return f"line {number} is {problem}"
     return "not a readable JSONL file"
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
+        _refuse_ambiguous_columns(path, pq.read_schema(path).names)
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise IngestError(f"{path.name}: not a readable Parquet file ({exc})") from exc

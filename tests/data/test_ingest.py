@@ -680,3 +680,50 @@ def test_validate_events_is_vectorised_at_scale(catalog: pd.DataFrame) -> None:
     assert (reasons[unknown] == "unknown_track").all()
     assert (reasons[~unknown] == "").all()
     assert len(accepted) + int(unknown.sum()) == n
+
+
+# --- a column named twice, an integer Python will not read ---------------------------------------
+
+
+@pytest.mark.parametrize("names", [("user_id", "user_id"), ("user_id", " user_id")], ids=["as_written", "stripped"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_column_named_twice_refuses_the_file_and_touches_nothing(
+        tmp_path: Path, layout: Layout, catalog: pd.DataFrame, fmt: str, names: tuple[str, str]) -> None:
+    """Which of the two values a row holds is anyone's guess: neither is read silently."""
+    path = tmp_path / f"events.{fmt}"
+    header = [*names, s.TRACK_ID, s.TS, s.MS_PLAYED, s.SKIPPED]
+    values = [["1", "2", "5", iso(1), "1000", "false"]]
+    if fmt == "csv":
+        path.write_text("\n".join(",".join(r) for r in [header, *values]) + "\n")
+    else:
+        pq.write_table(pa.table([pa.array([v]) for v in values[0]], names=header), path)
+    with pytest.raises(IngestError, match=r"events\.\w+: column 'user_id' appears more than once"):
+        ingest_file(path, DAY, layout, catalog, max_bad_row_share=1)
+    assert not layout.home.exists() or not any(layout.home.rglob("*.parquet"))
+
+
+def test_a_jsonl_line_naming_a_key_twice_is_quarantined_and_the_others_are_judged(
+        tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+    good = good_rows(2)
+    body = json.dumps({k: v for k, v in good[0].items() if k != s.USER_ID})[1:]
+    lines = ['{"user_id": "x", "user_id": 1, ' + body, '{" user_id": 2, "user_id": 1, ' + body, json.dumps(good[1])]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1)
+    assert (report.accepted, report.quarantined) == (1, 2)
+    quarantined = pd.read_parquet(report.quarantine_path)
+    assert set(quarantined[s.QUARANTINE_REASON]) == {MALFORMED_LINE}
+    assert all(why.startswith("not one event (key 'user_id' given more than once)")
+               for why in quarantined[MALFORMED_LINE])
+
+
+def test_a_jsonl_integer_too_long_to_read_is_one_quarantined_line(
+        tmp_path: Path, layout: Layout, catalog: pd.DataFrame) -> None:
+    """Python refuses to read an integer of more than 4300 digits (a ValueError, not a JSON error)."""
+    good = good_rows(2)
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(good[0]).replace('"user_id": 1', '"user_id": ' + "9" * 5_000) + "\n"
+                    + json.dumps(good[1]) + "\n")
+    report = ingest_file(path, DAY, layout, catalog, max_bad_row_share=1)
+    assert (report.accepted, report.quarantined) == (1, 1)
+    assert pd.read_parquet(report.quarantine_path)[MALFORMED_LINE].iloc[0].startswith("not valid JSON (")
