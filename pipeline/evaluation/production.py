@@ -41,6 +41,7 @@ from pipeline.scoring.scorer import Scorer, SklearnScorer
 DAY = "2011-06-30"  # the one day every offline play is stamped with (the data has no timestamps)
 UNKNOWN = "unknown"
 BLOCK_USERS = 256  # users whose features are built in one pair_features call, as a nightly block
+RANK_CAP = 200  # source ranks beyond this are one value: the histogram resolves the top (with_source_features)
 STAGE_ONE = "stage_one"  # candidate column: found by the production candidate source (else by another source)
 
 
@@ -213,13 +214,21 @@ def features_items(work: list, rows: list[np.ndarray]) -> np.ndarray:
 
 def with_source_features(features: pd.DataFrame, sources: dict[str, np.ndarray], users: np.ndarray,
                          items: np.ndarray) -> pd.DataFrame:
-    """`pair_features` plus, per candidate source, its score and the candidate's rank among the user's
-    candidates by that score. (Within-user z-scores instead of raw scores ranked worse: docs/evaluation.md.)"""
+    """`pair_features` plus, per candidate source, its score and the candidate's rank by that score among the
+    user's candidates of the same kind (never played, or familiar), capped at RANK_CAP.
+
+    Familiar candidates are ranked apart: counted in, they would shift every new candidate's rank by the number
+    of familiar ones, which differs between the validation split the ranker learns on and the split it scores.
+    The cap keeps the top of each list apart in the ranker's histogram: the boosting bins a feature into at
+    most 255 quantiles of its training values, so uncapped ranks (up to ~1,700) share a bin six ranks wide and
+    the ranker ties a user's best few candidates (docs/evaluation.md)."""
+    known = features["known"].to_numpy() > 0
     extra = {}
     for name, scores in sources.items():
         score = np.asarray(scores[users, items], dtype=np.float64)
         extra[f"source_{name}_score"] = score
-        extra[f"source_{name}_rank"] = pd.Series(-score).groupby(users).rank(method="first").to_numpy()
+        rank = pd.Series(-score).groupby([users, known]).rank(method="first").to_numpy()
+        extra[f"source_{name}_rank"] = np.minimum(rank, RANK_CAP)
     return pd.concat([features.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
 
 

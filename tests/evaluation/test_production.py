@@ -27,6 +27,25 @@ def test_source_features_rank_within_each_user() -> None:
     assert out["source_ease_rank"].tolist() == [3.0, 1.0, 2.0, 1.0]
 
 
+def test_familiar_candidates_are_ranked_apart_from_new_ones() -> None:
+    features = pd.DataFrame({"known": [1.0, 0.0, 1.0, 0.0]})
+    users, items = np.array([0, 0, 0, 0]), np.array([0, 1, 2, 3])
+    scores = np.array([[0.9, 0.5, 0.8, 0.1]])
+    out = pr.with_source_features(features, {"als": scores}, users, items)
+    # the new candidates 1 and 3 are first and second among the new ones, whatever the familiar ones score
+    assert out["source_als_rank"].tolist() == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_source_ranks_beyond_the_cap_are_one_value() -> None:
+    n = pr.RANK_CAP + 50
+    features = pd.DataFrame({"known": np.zeros(n)})
+    scores = -np.arange(n, dtype=np.float64)[None, :]  # item i is the (i + 1)-th best
+    out = pr.with_source_features(features, {"als": scores}, np.zeros(n, dtype=np.int64), np.arange(n))
+    rank = out["source_als_rank"].to_numpy()
+    assert rank[: pr.RANK_CAP].tolist() == list(range(1, pr.RANK_CAP + 1))
+    assert set(rank[pr.RANK_CAP:].tolist()) == {float(pr.RANK_CAP)}
+
+
 def test_completed_plays_are_one_unskipped_play_per_training_pair() -> None:
     train = csr_matrix(np.array([[1, 0, 1], [0, 1, 0]], dtype=np.float32))
     events = pr.completed_plays(train)
