@@ -579,7 +579,7 @@ def summary(result: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v:.1f}" for k, v in result["stage_ms_per_user"].items())
     r = result["retrieval"]
     backends = ", ".join(f"{k} {v['ms_per_query']:.2f} ms/q recall {v['recall_at_1000']:.3f}"
-                         for k, v in r.items() if isinstance(v, dict))
+                         for k, v in r.items() if isinstance(v, dict) and "ms_per_query" in v)
     p = result["projection"]
     return (f"{result['users_per_s_per_core']:.1f} users/s/core ({result['total_ms_per_user']:.1f} ms/user; "
             f"{stages})\nrecall@1000 ({result['backend']}) {result['recall_at_1000']:.3f}; retrieval: {backends}\n"

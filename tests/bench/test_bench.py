@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.bench.nightly import run_bench, write_report
+from pipeline.bench.nightly import run_bench, summary, write_report
 from pipeline.core.config import BenchConfig
 from pipeline.nightly.shard import STAGES
 
@@ -32,6 +32,7 @@ def test_report_has_the_documented_keys(report):
     assert report["projection"]["cores_50M_users_4h_at_60M_tracks"] >= 1
     assert {"annoy", "voyager", "exact_blas", "implicit_topk", "depth_trade"} <= set(report["retrieval"])
     assert report["whole_user_peer"]["users"] == 4 and report["whole_user_peer"]["speedup"] > 0
+    assert "whole-user peer" in summary(report) and "depth trade" in summary(report)
 
 
 def test_numbers_are_consistent(report):
