@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -384,7 +385,10 @@ def load_settings(home: Path | str | None = None) -> Settings:
     root = Path(home).resolve() if home else default_home()
     saved = root / "settings.json"
     if saved.exists():
-        settings = Settings.model_validate({**json.loads(saved.read_text()), "home": root})
+        try:
+            settings = Settings.model_validate({**json.loads(saved.read_text()), "home": root})
+        except ValidationError as error:
+            raise invalid_settings(error) from None
     else:
         settings = Settings(home=root)
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -403,33 +407,57 @@ def with_env_overrides(settings: Settings) -> Settings:
 def _with_field(settings: Settings, section: str, field: str, value: object) -> Settings:
     """`settings` with one field of one section replaced, validated like any setting."""
     current = getattr(settings, section)
-    updated = type(current).model_validate({**current.model_dump(), field: value})
+    try:
+        updated = type(current).model_validate({**current.model_dump(), field: value})
+    except ValidationError as error:
+        raise invalid_settings(error, section) from None
     return settings.model_copy(update={section: updated})
 
 
+def invalid_settings(error: ValidationError, where: str = "") -> ValidationError:
+    """The same error naming each setting and what is wrong with it, but never the value given: a value may hold a
+    password (pydantic's own message quotes it)."""
+    prefix = (where,) if where else ()
+    return ValidationError.from_exception_data(error.title, [
+        {"type": e["type"], "loc": prefix + tuple(e["loc"]), "input": "<not shown>", **({"ctx": e["ctx"]} if "ctx" in e
+                                                                                         else {})}
+        for e in error.errors(include_url=False)])
+
+
 # Settings holding connection URLs: their passwords belong in the environment (`ENV_OVERRIDES`) or an Airflow
-# connection, never in settings.json or printed output.
+# connection, never in settings.json or printed output. `redacted` masks a password in every text setting, not only
+# these: any of them may be given a URL with credentials (an artifact store, a UI link).
 URL_SETTINGS: tuple[tuple[str, str], ...] = (("feature_store", "redis_url"), ("scale_out", "publish_database_url"))
 PASSWORD_MASK = "***"
+# Query parameters that carry a credential in a connection URL (libpq's ?password=, Redis' ?password=, tokens).
+SECRET_PARAMETERS = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|secret|token|api_key|apikey|key|"
+                               r"sslpassword|access_key|secret_key)=)[^&;#]*")
 
 
 def without_password(url: str, mask: str = "") -> str:
-    """`url` with the password of its user info removed, or replaced by `mask`; other URLs unchanged."""
+    """`url` with the password of its user info removed, or replaced by `mask`, and the values of credential query
+    parameters (`SECRET_PARAMETERS`) replaced by `mask` (or PASSWORD_MASK when removing); other text unchanged.
+
+    The user info runs to the last "@" before the host, even when an unencoded password holds "/", "?" or "#" (a
+    client may still read it so): masking too much is harmless, printing a password is not."""
     scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")  # the last "@" of the authority: a password may hold one
-    if not sep or not at or ":" not in userinfo:
+    if not sep:
         return url
-    kept = userinfo.split(":", 1)[0] + (f":{mask}" if mask else "")
-    return f"{scheme}://{kept}{'@' if kept else ''}{host}{slash}{path}"
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo and "/" not in userinfo.split(":", 1)[0]:
+        kept = userinfo.split(":", 1)[0] + (f":{mask}" if mask else "")
+        rest = f"{kept}{'@' if kept else ''}{host}"
+    return f"{scheme}://" + SECRET_PARAMETERS.sub(lambda m: m.group(1) + (mask or PASSWORD_MASK), rest)
 
 
 def redacted(settings: Settings, mask: str = PASSWORD_MASK) -> Settings:
-    """The settings with every password of `URL_SETTINGS` and of the MLflow tracking URI replaced by `mask` (""
-    removes it)."""
-    for section, field in URL_SETTINGS:
-        settings = _with_field(settings, section, field, without_password(getattr(getattr(settings, section), field),
-                                                                          mask))
+    """The settings with every password in a text setting (`without_password`: the connection URLs, the MLflow
+    tracking URI, and any other) replaced by `mask` ("" removes it)."""
+    for section, model in settings:
+        if isinstance(model, BaseModel):
+            for field, value in model:
+                if isinstance(value, str) and without_password(value, mask) != value:
+                    settings = _with_field(settings, section, field, without_password(value, mask))
     return settings.model_copy(update={"mlflow_tracking_uri": without_password(settings.mlflow_tracking_uri, mask)})
 
 

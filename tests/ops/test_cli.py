@@ -115,3 +115,23 @@ def test_make_up_listens_on_the_loopback_only(tmp_path: Path) -> None:
     env = ui_env(tmp_path)
     assert LOOPBACK == "127.0.0.1" and env["AIRFLOW__API__HOST"] == LOOPBACK  # Airflow's default: 0.0.0.0
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith(f"http://{LOOPBACK}:")
+
+
+@pytest.mark.parametrize(("env", "url"), [
+    ("DAILYMIX_REDIS_URL", "redis://:pw/with-slash-s3cret@cache:6379/0"),
+    ("DAILYMIX_REDIS_URL", "redis://:pw#with-hash-s3cret@cache:6379/0"),
+    ("DAILYMIX_REDIS_URL", "redis://cache:6379/0?password=s3cret"),
+    ("DAILYMIX_PUBLISH_DB_URL", "postgresql+psycopg2://dailymix@db/dailymix?sslmode=require&password=s3cret"),
+    ("DAILYMIX_MLFLOW_ARTIFACT_ROOT", "https://key:s3cret@artifacts.internal/mlflow"),
+    ("DAILYMIX_REDIS_URL", "http://:s3cret@cache:6379/0"),  # refused: the error must not quote it either
+], ids=["slash", "hash", "redis query", "postgres query", "artifact root", "refused url"])
+def test_no_form_of_password_is_saved_or_printed(tmp_path: Path, capsys, monkeypatch, env: str, url: str) -> None:
+    """Passwords the user info holds unencoded, credential query parameters, any URL-ish setting, and the error
+    that refuses a URL."""
+    monkeypatch.setenv(env, url)
+    code, out, err = run(capsys, "--home", str(tmp_path / "home"), "config")
+    assert "s3cret" not in out + err
+    if code == 0:
+        assert "s3cret" not in save_settings(load_settings(tmp_path / "home")).read_text()
+    else:
+        assert len(err.strip().splitlines()) == 1 and "redis_url" in err
