@@ -27,6 +27,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from pipeline.core.config import Settings
 from pipeline.publish.files import store_health
@@ -38,7 +39,16 @@ from pipeline.serve.state import Clock, utc_now
 DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # ASCII digits: Python's \d also takes other scripts' digits
 MAX_ID = 2**63 - 1  # ids are int64 everywhere downstream
 DAMAGED = {"description": "no version of the day's publication reads (docs/operations.md)"}
-UserId = Annotated[int, Path(ge=0, le=MAX_ID)]
+
+
+def digits_only(value: object) -> object:
+    """A user id in a path is ASCII digits and nothing else: int() would also read "1_0" as 10, " 1" and "+1" as 1."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("a user id is written in digits 0-9 only")
+    return value
+
+
+UserId = Annotated[int, BeforeValidator(digits_only), Path(ge=0, le=MAX_ID)]
 # Module level: annotations are strings here (PEP 563), so FastAPI resolves them in the module's namespace.
 Credentials = Annotated[HTTPAuthorizationCredentials | None,
                         Depends(HTTPBearer(auto_error=False, description="DAILYMIX_API_TOKEN"))]

@@ -93,6 +93,13 @@ def test_mixes_bad_requests(client: TestClient, url: str, code: int) -> None:
     assert client.get(url, headers=AUTH).status_code == code
 
 
+@pytest.mark.parametrize("user", ["1_0", "0_1", "%201", "+1", "1.0", "%EF%BC%91"])  # %EF%BC%91: a fullwidth 1
+@pytest.mark.parametrize("endpoint", ["mixes", "features"])
+def test_a_user_id_in_a_path_is_digits_only(client: TestClient, user: str, endpoint: str) -> None:
+    """Never read as another user ("1_0" as 10, " 1" as 1): 422, whatever is published."""
+    assert client.get(f"/v1/users/{user}/{endpoint}", headers=AUTH).status_code == 422
+
+
 # --- events ---------------------------------------------------------------------------------------------------------
 
 
