@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import schema as s
-from pipeline.core.config import Settings, WorldConfig
+from pipeline.core.config import RerankConfig, Settings, WorldConfig
 from pipeline.core.io import atomic_write_json
 from pipeline.publish.files import date_dir
+from pipeline.reranking.rules import explore_positions, slot_counts
 
 
 def make_events(rows: Sequence[tuple[int, int, str, bool]]) -> pd.DataFrame:
@@ -38,13 +39,16 @@ def make_events(rows: Sequence[tuple[int, int, str, bool]]) -> pd.DataFrame:
 # --- publications ------------------------------------------------------------------------------------------------
 
 DAY = "2026-11-01"
-EXPLORE_AT = (5, 15, 25)
-DISCOVERY_AT = (0, 1, 2, *EXPLORE_AT)  # 6 of 30 = the 20% minimum
+DEFAULT_RERANK = RerankConfig()
+EXPLORE_AT = tuple(explore_positions(slot_counts(DEFAULT_RERANK)[0], DEFAULT_RERANK.tracks_per_mix))  # the defaults'
+# the 20% minimum of 30, exploration slots included: the first exploitation slots are the other discoveries
+DISCOVERY_AT = (*[p for p in range(30) if p not in EXPLORE_AT][:6 - len(EXPLORE_AT)], *EXPLORE_AT)
 LINEAGE = {"model_version": "3", "index_version": "idx-0a1b2c", "feature_version": f"{DAY}.deadbeef"}
 
 
 def mix_slots(day: str, user: int, mix: int, first_track: int) -> pd.DataFrame:
-    """One valid 30-slot mix: distinct tracks and artists, explore at 5/15/25, 6 discoveries."""
+    """One valid 30-slot mix under the default rules: distinct tracks and artists, the defaults' exploration
+    slots (EXPLORE_AT), 6 discoveries."""
     position = np.arange(30)
     explore = np.isin(position, EXPLORE_AT)
     frame = pd.DataFrame({

@@ -17,19 +17,21 @@ from pipeline.core.io import atomic_write_json
 from pipeline.ops.cli import main as cli
 from pipeline.publish.files import content_hash, latest_date, publish, read_publication, user_mixes
 from pipeline.publish.postgres import MIGRATIONS, engine, schema_version
+from tests.helpers import DISCOVERY_AT as DEFAULT_DISCOVERY_AT
+from tests.helpers import EXPLORE_AT as DEFAULT_EXPLORE_AT
 
 pytestmark = pytest.mark.integration
 
 D1, D2 = "2026-11-01", "2026-11-02"
 LINEAGE = {"model_version": "3", "index_version": "idx-0a1b2c", "feature_version": "f-1"}
 TRACKS_PER_MIX = 30
-EXPLORE_AT = np.isin(np.arange(TRACKS_PER_MIX), (5, 15, 25))
-DISCOVERY_AT = np.isin(np.arange(TRACKS_PER_MIX), (0, 1, 2, 5, 15, 25))  # 6 of 30: the 20% minimum
+EXPLORE_AT = np.isin(np.arange(TRACKS_PER_MIX), DEFAULT_EXPLORE_AT)
+DISCOVERY_AT = np.isin(np.arange(TRACKS_PER_MIX), DEFAULT_DISCOVERY_AT)  # 6 of 30: the 20% minimum
 
 
 def night(day: str, users: int, mixes: int = 2, track_offset: int = 0) -> pd.DataFrame:
-    """`users` users × `mixes` valid mixes (distinct tracks and artists, 3 explore slots, 6 discoveries each).
-    `track_offset` shifts every track, so two nights with different offsets differ in every slot."""
+    """`users` users × `mixes` valid mixes (distinct tracks and artists, the defaults' explore slots, 6 discoveries
+    each). `track_offset` shifts every track, so two nights with different offsets differ in every slot."""
     user = np.repeat(np.arange(users), mixes * TRACKS_PER_MIX)
     mix = np.tile(np.repeat(np.arange(mixes), TRACKS_PER_MIX), users)
     position = np.tile(np.arange(TRACKS_PER_MIX), users * mixes)

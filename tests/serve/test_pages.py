@@ -16,7 +16,7 @@ from pipeline.core.io import atomic_write_json
 from pipeline.core.paths import Layout
 from pipeline.publish.files import publish, user_mixes
 from pipeline.serve.pages import Links, create_pages_app, health_view, line_chart, mixes_view, published_dates
-from tests.helpers import DAY, night_slots, write_plan, write_shards
+from tests.helpers import DAY, EXPLORE_AT, night_slots, write_plan, write_shards
 
 DAYS = ["2026-10-30", "2026-10-31", DAY]
 LINKS = Links(airflow="http://airflow.test", mlflow="http://mlflow.test")
@@ -67,7 +67,7 @@ def test_mixes_are_the_api_contract_plus_names_and_lineage_links(root: Settings)
     for mix, expected in zip(view["mixes"], contract["mixes"], strict=True):
         assert [{k: t[k] for k in expected["tracks"][0]} for t in mix["tracks"]] == expected["tracks"]
         assert mix["tracks"][0]["title"] == f"Song {mix['tracks'][0]['track_id']}"
-        assert mix["discoveries"] == 6 and mix["explored"] == 3  # 20% of 30; explore at 5, 15, 25
+        assert mix["discoveries"] == 6 and mix["explored"] == len(EXPLORE_AT)  # 20% of 30; the defaults' slots
         assert mix["links"] == {"model": "http://mlflow.test/#/models/dailymix-ranker/versions/3",
                                 "run": "http://airflow.test/dags/dailymix_nightly/runs/scheduled__2026-11-01"}
 
@@ -78,7 +78,8 @@ def test_page_shows_a_users_mixes(client: TestClient) -> None:
     html = page.text
     assert html.count('class="mix"') == 2 and html.count('class="track"') == 60
     assert "Rock · calm 0" in html and "Song 105" in html and "Artist 1050" in html
-    assert html.count('<span class="tag explore">') == 6 and html.count('<span class="tag discovery">') == 12
+    assert html.count('<span class="tag explore">') == 2 * len(EXPLORE_AT)
+    assert html.count('<span class="tag discovery">') == 12
     assert 'href="http://mlflow.test/#/models/dailymix-ranker/versions/3"' in html
     assert f'<option value="{DAY}" selected>' in html
 

@@ -9,7 +9,7 @@ from pipeline.core import schema as s
 from pipeline.core.config import Settings
 from pipeline.publish.files import publish
 from pipeline.train.slots import attach_slots, published_slots
-from tests.helpers import DAY, night_slots, write_plan, write_shards
+from tests.helpers import DAY, EXPLORE_AT, night_slots, write_plan, write_shards
 
 SLOTS = pd.DataFrame({
     s.MIX_ID: ["2026-11-01:7:0"] * 3,
@@ -50,7 +50,8 @@ def test_stored_mix_ids_of_another_form_are_counted_and_skipped_never_read_as_pa
     (outside / "date=x").mkdir(parents=True)
     (outside / "date=x" / "CURRENT.json").write_text("{not a manifest")  # would raise if it were read
     hostile = [f"{DAY}/../../../elsewhere/date=x:1:0", f"{DAY}:{'1' * 300}:0", "2026-02-30:1:0", "x" * 300]
-    events = _events([(m, 0, 100, s.POLICY_EXPLOIT, 1.0) for m in hostile] + [(f"{DAY}:1:0", 5, 105,
+    explored = EXPLORE_AT[0]  # an exploration slot of user 1's first mix (tracks 100 + position)
+    events = _events([(m, 0, 100, s.POLICY_EXPLOIT, 1.0) for m in hostile] + [(f"{DAY}:1:0", explored, 100 + explored,
                                                                                s.POLICY_EXPLORE, 0.5)])
     joined, counts = attach_slots(events, published_slots(settings, events[s.MIX_ID]))
     assert counts == {"joined": 1, "corrected": 1, "unmatched": 4, "malformed": 4}
