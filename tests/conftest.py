@@ -68,8 +68,9 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def rerank_config() -> RerankConfig:
-    """The defaults: 30 slots, epsilon 0.1, >= 20% discoveries, <= 2 tracks per artist, <= 6 mixes."""
-    return RerankConfig()
+    """The defaults with 3 exploration slots of 30 (epsilon 0.1), so the rules of several slots are exercised:
+    >= 20% discoveries, <= 2 tracks per artist, <= 6 mixes."""
+    return RerankConfig(exploration_rate=0.1)
 
 
 @pytest.fixture

@@ -49,7 +49,9 @@ class RerankConfig(_Config):
         0.5, ge=0, le=1, description="Most never-played tracks in the exploitation slots (as a share of the mix) while "
         "familiar candidates last: a Daily Mix is mostly favourites. Exploration slots come on top.")
     max_tracks_per_artist: int = Field(2, ge=1, description="Most tracks of one artist in a mix.")
-    exploration_rate: float = Field(0.1, ge=0, le=1, description="Share of slots filled by exploration (epsilon).")
+    exploration_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of slots filled by exploration (epsilon), half a slot rounding up: "
+        "0.05 is 2 of 30. The default is `dailymix tune-exploration`'s long-run pick on the default simulated world.")
     explore_genres: int = Field(
         2, ge=1, description="Genres exploration draws from (more if they hold too few artists): of the genres "
         "holding less than explore_below_share of the user's plays, those the user plays most, then those nearest "

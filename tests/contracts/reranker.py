@@ -272,11 +272,12 @@ class RerankerContract:
     def test_when_no_rule_binds_exploitation_takes_the_best_scores(self, make_reranker, candidate_factory,
                                                                    wide_explore_pool) -> None:
         """100 never-played candidates, one artist each: the quota is met by any pick and the cap never binds, so
-        the 27 exploitation slots are the 27 best scores."""
+        the 27 exploitation slots (3 explore) are the 27 best scores."""
         track = np.arange(1, 101)
         score = np.random.default_rng(5).permutation(100) / 100
         frame = candidate_factory(track, 1000 + track, score, np.ones(100, dtype=bool))
-        slots, of_cluster = make_reranker(RerankConfig())(columns(frame, [*TRACK_COLUMNS, s.SCORE, "cluster"]),
+        slots, of_cluster = make_reranker(RerankConfig(exploration_rate=0.1))(columns(frame, [*TRACK_COLUMNS, s.SCORE,
+                                                                                               "cluster"]),
                                                           ["rock"], columns(wide_explore_pool, TRACK_COLUMNS),
                                                           np.random.default_rng(0))
         exploit = mixes_of(slots).query(f"{s.POLICY} == '{s.POLICY_EXPLOIT}'")

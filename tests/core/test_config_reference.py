@@ -18,8 +18,10 @@ def test_committed_reference_is_up_to_date() -> None:
 def test_every_leaf_setting_has_a_row_with_its_default_and_a_description() -> None:
     table = {row["setting"]: row for row in rows(Settings)}
     assert table["rerank.exploration_rate"] == {"setting": "rerank.exploration_rate", "type": "float",
-                                               "default": "0.1", "bounds": "≥ 0, ≤ 1", "env": "",
-                                               "description": "Share of slots filled by exploration (epsilon)."}
+                                               "default": "0.05", "bounds": "≥ 0, ≤ 1", "env": "",
+                                               "description": "Share of slots filled by exploration (epsilon), half a "
+                                               "slot rounding up: 0.05 is 2 of 30. The default is `dailymix "
+                                               "tune-exploration`'s long-run pick on the default simulated world."}
     assert table["mlflow_tracking_uri"]["env"] == "MLFLOW_TRACKING_URI"
     assert table["retrieval.backend"]["type"] == '"annoy" \\| "voyager" \\| "faiss"'
     assert "rerank" not in table and "world" not in table  # groups are flattened, not listed

@@ -64,8 +64,13 @@ QUOTA_EXPLOIT = [*QUOTA_FAMILIAR, *range(101, 107)]
 # --- slot arithmetic ----------------------------------------------------------------------------------------------
 
 
-def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
-    # 3 explore + 27 exploit; the exploit slots hold the 6 discoveries (20% of 30), exploration comes on top.
+def test_slot_counts_for_the_defaults() -> None:
+    # 0.05 of 30 is 1.5 slots, rounded half up: 2 explore + 28 exploit; the exploit slots hold the 6 discoveries
+    # (20% of 30), exploration comes on top.
+    assert slot_counts(RerankConfig()) == (2, 28, 6)
+
+
+def test_slot_counts_with_three_exploration_slots(rerank_config: RerankConfig) -> None:
     assert slot_counts(rerank_config) == (3, 27, 6)
 
 
@@ -73,9 +78,9 @@ def test_slot_counts_for_the_defaults(rerank_config: RerankConfig) -> None:
     ("update", "expected"),
     [
         ({"exploration_rate": 0.0}, (0, 30, 6)),
-        ({"min_discovery_share": 0.0}, (3, 27, 0)),
-        ({"min_discovery_share": 0.05}, (3, 27, 2)),  # 1.5 → 2 discoveries
-        ({"tracks_per_mix": 10}, (1, 9, 2)),
+        ({"min_discovery_share": 0.0}, (2, 28, 0)),
+        ({"min_discovery_share": 0.05}, (2, 28, 2)),  # 1.5 → 2 discoveries
+        ({"tracks_per_mix": 10}, (1, 9, 2)),  # half an exploration slot rounds up
         ({"exploration_rate": 0.5}, (15, 15, 6)),
         ({"exploration_rate": 0.9}, (27, 3, 3)),  # the quota cannot ask for more than the exploitation slots
     ],
@@ -152,7 +157,7 @@ def test_explore_genres_without_any_plays_follow_the_vocabulary() -> None:
 
 
 def test_nearest_pool_takes_the_first_genres_and_widens_until_enough_artists(explore_factory) -> None:
-    config = RerankConfig()  # 3 explore slots → at least 12 artists; explore_genres = 2
+    config = RerankConfig(exploration_rate=0.1)  # 3 explore slots → at least 12 artists; explore_genres = 2
     need = EXPLORE_ARTISTS_PER_SLOT * 3
     folk = explore_factory({a: 2 for a in range(need)}, genre="folk")
     metal = explore_factory({100 + a: 1 for a in range(5)}, first_track=91_000, genre="metal")
@@ -427,7 +432,7 @@ def test_rule_violations_explore_count_propensity_positions_and_mix_count(valid_
     broken.loc[broken[s.MIX_INDEX] == 2, s.POSITION] += 1
     assert rule_violations(broken, rerank_config) == ["user 1 mix 2: positions are not 0..29"]
 
-    assert rule_violations(valid_slots, RerankConfig(max_mixes=2)) == ["user 1: 3 mixes > 2"]
+    assert rule_violations(valid_slots, rerank_config.model_copy(update={"max_mixes": 2})) == ["user 1: 3 mixes > 2"]
 
 
 # --- propensities are the true placement probabilities -----------------------------------------------------------
