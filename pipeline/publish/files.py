@@ -10,8 +10,9 @@ manifest with one `os.replace`: readers see the old publication or the new one, 
 both. The same slots always hash to the same file, so a rerun leaves byte-identical mixes. Every
 file is fsync'd with its directory entry before the next step, so a publication survives a power cut.
 
-A damaged store (a manifest or `latest.json` empty or truncated, a mixes file missing or cut short)
-never stops readers while an older publication reads: a republished day keeps the version it replaced
+A damaged store (a manifest or `latest.json` empty, truncated or lacking a field readers use or of the wrong
+type, `latest.json` naming a day that was never published, a mixes file missing, cut short or without a column
+readers use) never stops readers while an older publication reads: a republished day keeps the version it replaced
 (`PREVIOUS.json` and its mixes file), a read without a date falls back to the newest day that reads,
 each fallback is logged as a warning, and `store_health` names the damage (the API's `/healthz`).
 A day with no readable version raises `DamagedPublication`.
@@ -41,6 +42,21 @@ PREVIOUS = "PREVIOUS.json"  # the manifest CURRENT.json replaced: the fallback w
 LATEST = "latest.json"
 DATE_PREFIX = "date="
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, pa.ArrowException)  # what a damaged file raises on reading
+MANIFEST_FIELDS: dict[str, type] = {"date": str, "content_hash": str, "users": int, "mixes": int, "slots": int,
+                                     "lineage": dict, "mixes_file": str}  # what readers of a manifest use
+LINEAGE_FIELDS = ("model_version", "index_version", "feature_version", "run_id")
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+SERVED_COLUMNS = {  # the slot columns readers use, each with the test of its Arrow type
+    s.USER_ID: pa.types.is_integer, s.MIX_ID: _is_text, s.MIX_INDEX: pa.types.is_integer, s.MIX_TITLE: _is_text,
+    s.POSITION: pa.types.is_integer, s.TRACK_ID: pa.types.is_integer, s.ARTIST_ID: pa.types.is_integer,
+    s.GENRE: _is_text, s.MOOD: _is_text, s.DISCOVERY: pa.types.is_boolean, s.POLICY: _is_text,
+    s.PROPENSITY: pa.types.is_floating,
+}
 ABSOLUTE_PATH = re.compile(r"/[^\s'\"]+")  # kept out of messages: the API answers with them
 
 
@@ -189,13 +205,9 @@ class FileStore:
             problems.append(f"{LATEST}: {_why(error)}")
         if latest is None:
             return problems
-        directory = date_dir(self.settings, latest)
-        manifest = _readable_manifest(directory / MANIFEST)
-        where = f"date={latest}/{MANIFEST}"
-        if manifest is None:
-            problems.append(f"{where}: does not read")
-        elif (problem := _parquet_problem(directory / manifest["mixes_file"])) is not None:
-            problems.append(f"date={latest}/{manifest['mixes_file']}: {problem}")
+        problem = _version_problem(date_dir(self.settings, latest), MANIFEST)
+        if problem is not None:
+            problems.append(f"date={latest}/{problem}")
         return problems
 
     def _advance_latest(self, day: str) -> None:
@@ -211,33 +223,82 @@ class FileStore:
 
 
 def _latest_pointer(path: Path) -> str | None:
-    """The day `latest.json` names; None when there is none; raises what a damaged one raises."""
+    """The day `latest.json` names; None when there is none; raises what a damaged one raises (a pointer to a day
+    without a publication folder is damaged too)."""
     if not path.exists():
         return None
     day = read_json(path)["date"]
     if s.calendar_day(day) is None:
         raise ValueError(f"not a day: {day!r}")
+    folder = path.parent / f"{DATE_PREFIX}{day}"
+    if not (folder / MANIFEST).exists() and not (folder / PREVIOUS).exists():
+        raise ValueError(f"names {day}, which has no publication")
     return day
 
 
 def _read_version(directory: Path, name: str) -> tuple[dict, pd.DataFrame]:
     """A manifest and the slots it names, checked against each other; raises what a damaged one raises."""
-    manifest = read_json(directory / name)
+    manifest = _checked_manifest(read_json(directory / name), directory)
     mixes_file = manifest["mixes_file"]
-    if not isinstance(mixes_file, str) or Path(mixes_file).name != mixes_file or not mixes_file.startswith("mixes-"):
-        raise ValueError(f"names no mixes file of its folder: {mixes_file!r}")
+    _check_columns(pq.read_schema(directory / mixes_file), mixes_file)
     slots = pd.read_parquet(directory / mixes_file)
     if len(slots) != manifest["slots"]:
         raise ValueError(f"{mixes_file} holds {len(slots)} slots, the manifest {manifest['slots']}")
     return manifest, slots
 
 
+def _checked_manifest(manifest: object, directory: Path) -> dict:
+    """`manifest` when every field readers use is there with its type (the date the folder's, the mixes file one of
+    the folder's, the lineage four texts); raises ValueError or TypeError, as a damaged file does, otherwise."""
+    if not isinstance(manifest, dict):
+        raise TypeError(f"not a JSON object: {type(manifest).__name__}")
+    for field, kind in MANIFEST_FIELDS.items():
+        if field not in manifest:
+            raise ValueError(f"no {field!r}")
+        value = manifest[field]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise TypeError(f"{field!r} is {value!r}, not a {'count' if kind is int else kind.__name__}")
+    if manifest["date"] != directory.name.removeprefix(DATE_PREFIX):
+        raise ValueError(f"'date' {manifest['date']!r} is not the day of its folder")
+    mixes_file = manifest["mixes_file"]
+    if Path(mixes_file).name != mixes_file or not mixes_file.startswith("mixes-"):
+        raise ValueError(f"names no mixes file of its folder: {mixes_file!r}")
+    lineage = manifest["lineage"]
+    for field in LINEAGE_FIELDS:
+        if not isinstance(lineage.get(field), str):
+            raise TypeError(f"'lineage' {field!r} is {lineage.get(field)!r}, not a text")
+    return manifest
+
+
+def _check_columns(schema: pa.Schema, mixes_file: str) -> None:
+    """Raises ValueError unless `schema` holds every column readers use, each of its kind (integer, boolean, ...)."""
+    for column, is_kind in SERVED_COLUMNS.items():
+        index = schema.get_field_index(column)
+        if index < 0:
+            raise ValueError(f"{mixes_file} has no column {column!r}")
+        if not is_kind(schema.field(index).type):
+            raise ValueError(f"{mixes_file} column {column!r} is {schema.field(index).type}")
+
+
 def _readable_manifest(path: Path) -> dict | None:
     try:
-        manifest = read_json(path)
-        return manifest if isinstance(manifest, dict) and isinstance(manifest.get("mixes_file"), str) else None
+        return _checked_manifest(read_json(path), path.parent)
     except UNREADABLE:
         return None
+
+
+def _version_problem(directory: Path, name: str) -> str | None:
+    """Why a version would not read (its manifest, or its mixes file's footer or columns); None when they read.
+    Cheap: the slots themselves are not read."""
+    try:
+        manifest = _checked_manifest(read_json(directory / name), directory)
+    except UNREADABLE as error:
+        return f"{name}: {_why(error)}"
+    try:
+        _check_columns(pq.read_schema(directory / manifest["mixes_file"]), manifest["mixes_file"])
+    except UNREADABLE as error:
+        return f"{manifest['mixes_file']}: {_why(error)}"
+    return None
 
 
 def _parquet_problem(path: Path) -> str | None:

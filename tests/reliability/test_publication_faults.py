@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -109,7 +110,30 @@ DAMAGE = {
     "missing mixes file": lambda folder, mixes: mixes.unlink(),
     "truncated mixes file": lambda folder, mixes: mixes.write_bytes(mixes.read_bytes()[:100]),
     "empty latest.json": lambda folder, mixes: (folder.parent / "latest.json").write_text(""),
+    "CURRENT.json with a null lineage": lambda folder, mixes: edit_manifest(folder, lineage=None),
+    "CURRENT.json without its lineage": lambda folder, mixes: edit_manifest(folder, lineage=DELETE),
+    "CURRENT.json with a number for its date": lambda folder, mixes: edit_manifest(folder, date=5),
+    "CURRENT.json with a text for its slot count": lambda folder, mixes: edit_manifest(folder, slots="60"),
+    "CURRENT.json naming a run id null": lambda folder, mixes: edit_manifest(
+        folder, lineage={**read_json(folder / MANIFEST)["lineage"], "run_id": None}),
+    "mixes file without a user_id column": lambda folder, mixes: pq.write_table(
+        pq.read_table(mixes).rename_columns(["user" if c == "user_id" else c for c in pq.read_schema(mixes).names]),
+        mixes),
+    "mixes file with text track ids": lambda folder, mixes: pq.write_table(
+        pq.read_table(mixes).set_column(pq.read_schema(mixes).get_field_index("track_id"), "track_id",
+                                        pq.read_table(mixes)["track_id"].cast("string")), mixes),
+    "latest.json naming a day never published": lambda folder, mixes: (folder.parent / "latest.json").write_text(
+        json.dumps({"date": "2026-11-09"})),
 }
+DAMAGED_POINTER = {"empty latest.json", "latest.json naming a day never published"}  # the day itself reads: run-2
+DELETE = object()
+
+
+def edit_manifest(folder: Path, **fields: object) -> None:
+    """Rewrites CURRENT.json with `fields` changed (DELETE: removed); the mixes file it names still reads."""
+    manifest = read_json(folder / MANIFEST)
+    manifest.update(fields)
+    (folder / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if v is not DELETE}))
 
 
 @pytest.fixture
@@ -132,7 +156,7 @@ def test_a_damaged_store_is_served_from_what_still_reads_and_reported(republishe
     assert health["status"] == "degraded" and len(health["problems"]) == 1
     answer = api.get("/v1/users/1/mixes", headers=AUTH)
     assert answer.status_code == 200 and len(answer.json()["mixes"]) == 2
-    expected_run = "run-2" if what == "empty latest.json" else "run-1"  # else: the version CURRENT replaced
+    expected_run = "run-2" if what in DAMAGED_POINTER else "run-1"  # else: the version CURRENT replaced
     assert answer.json()["mixes"][0]["lineage"]["run_id"] == expected_run
     with caplog.at_level("WARNING"):
         assert cli.main(["--home", str(republished.home), "mixes", "1"]) == 0
