@@ -7,8 +7,9 @@ a stored part survives a power cut. An event is a duplicate when a part of its d
 (`validation.events.DUPLICATE_KEY`). Two doors write parts, both through here:
 
 - `dailymix ingest` (`pipeline.data.ingest`): one part per source file, `<stem>-<where>-<what>.parquet`
-  (`FileSource`): where = the file's path, what = its bytes, so files of the same name from different places never
-  share a part, and the same file ingested again rewrites its own part.
+  (`FileSource`): stem = the file's, made safe and short (`safe_stem`), where = the file's path, what = its bytes,
+  so files of the same name from different places never share a part, and the same file ingested again rewrites
+  its own part.
 - `POST /v1/events` (`pipeline.serve`): one part per intake pass and day, `api-<digest of its rows>.parquet`; its
   Parquet metadata (`BATCHES`) names the API batches it holds, so a retried batch is recognised.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +55,23 @@ RAW_SCHEMA = pa.Schema.from_pandas(empty_events(), preserve_index=False)  # the 
 # --- naming -------------------------------------------------------------------------------------
 
 
+STEM_CHARS = 100  # of a part name's stem: the name, its digests and a temporary file's affixes stay far below 255 bytes
+UNSAFE_IN_STEM = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_stem(path: str | Path) -> str:
+    """A file's stem as part and run names carry it: each character outside [A-Za-z0-9._-] (a control character, a
+    space, a slash, non-ASCII) becomes "_", a leading "." or "_" (a name readers of a folder skip as hidden) is
+    dropped, and it is cut to `STEM_CHARS`. Two files may share it: a part name's path digest tells them apart."""
+    stem = UNSAFE_IN_STEM.sub("_", Path(path).stem).lstrip("._")[:STEM_CHARS]
+    return stem or "events"
+
+
 @dataclass(frozen=True)
 class FileSource:
     """An event file as the store names its parts: `<stem>-<where>-<what>.parquet`. `where` is a digest of the file's
-    path (relative to the data root when inside it, so a moved root keeps its names), `what` one of its bytes."""
+    path (relative to the data root when inside it, so a moved root keeps its names), `what` one of its bytes; the
+    stem is `safe_stem`'s, there for people only: a file's parts are told by `where`."""
 
     path: Path
     where: str
@@ -69,7 +84,7 @@ class FileSource:
 
     @property
     def prefix(self) -> str:
-        return f"{self.path.stem}-{self.where}-"
+        return f"{safe_stem(self.path)}-{self.where}-"
 
     def part_name(self) -> str:
         """The part of the file as it is now (read its bytes once it is known to be readable)."""
@@ -78,8 +93,11 @@ class FileSource:
         return f"{self.prefix}{what}{PART_SUFFIX}"
 
     def owns(self, name: str) -> bool:
-        """Whether a part of that name holds rows of this file (of any version of it)."""
-        return name.startswith(self.prefix) and name.endswith(PART_SUFFIX)
+        """Whether a part of that name holds rows of this file (of any version of it, under any stem it was stored
+        with): the name ends in `-<where>-<what>.parquet`."""
+        tail = len(PART_SUFFIX) + DIGEST_CHARS
+        return (name.endswith(PART_SUFFIX) and len(name) > tail + DIGEST_CHARS + 2
+                and name[:-tail].endswith(f"-{self.where}-"))
 
 
 def _digest(data: bytes) -> str:

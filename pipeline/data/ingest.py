@@ -30,6 +30,7 @@ from pipeline.data.events import (
     FileSource,
     frame_table,
     remove_source_parts,
+    safe_stem,
     stored_keys,
     write_part,
     write_quarantine,
@@ -398,7 +399,7 @@ def _check_catalog_contract(catalog: pd.DataFrame, source: Path, day: str, contr
     key = (str(contract_root), frame_digest(catalog))
     if key in _CATALOGS_IN_CONTRACT:
         return
-    result = validate_contract(catalog, catalog_suite(), contract_root, f"{day}-{source.stem}-catalog")
+    result = validate_contract(catalog, catalog_suite(), contract_root, f"{day}-{safe_stem(source)}-catalog")
     if not result.success:
         raise IngestError(f"{source.name}: the catalog breaks its contract: {_listed(result)}")
     _CATALOGS_IN_CONTRACT.add(key)
@@ -412,7 +413,7 @@ def _events_contract_problem(
 
     suite = events_suite(report.day, durations.index.to_numpy(), durations, as_of=as_of)
     result = validate_contract(contract_frame(accepted, durations), suite, root,
-                               f"{report.day}-{Path(report.source).stem}")
+                               f"{report.day}-{safe_stem(report.source)}")
     if result.success:
         return None
     return (f"{Path(report.source).name}: accepted rows break the raw_events contract, so the ingest rules and "

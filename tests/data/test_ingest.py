@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -433,6 +434,42 @@ def test_a_file_of_the_same_name_from_elsewhere_never_touches_stored_events(
     events = read_raw_events(layout, [DAY])
     assert len(events) == N_ROWS + 10 and not events.duplicated([s.USER_ID, s.TRACK_ID, s.TS]).any()
     assert first.raw_path.exists() and len(list(layout.raw_events(DAY).iterdir())) == 2
+
+
+SAFE_PART_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{16}-[0-9a-f]{16}\.parquet"
+
+
+@pytest.mark.parametrize("stem", ["e" * 240, "day\nsix", "tab\tand\x1b[31mescape", ".hidden", "plays été"])
+def test_any_file_name_gives_a_short_safe_part_name_and_reingesting_it_keeps_one_part(
+    tmp_path: Path, layout: Layout, catalog: pd.DataFrame, stem: str
+) -> None:
+    """A stem too long for a part name (255 bytes), or holding a control character, a space or non-ASCII, is stored
+    under a name of [A-Za-z0-9._-] only (not hidden), under 255 bytes; the quarantine part is named alike."""
+    rows = good_rows()
+    put(track_id={12: 9999})(rows)
+    path = events_file(tmp_path, "csv", rows, name=stem)
+    first = ingest_file(path, DAY, layout, catalog)
+    assert first.accepted == N_ROWS - 1 and first.quarantined == 1
+    for part in (first.raw_path, first.quarantine_path):
+        assert re.fullmatch(SAFE_PART_NAME, part.name) and len(part.name.encode()) < 200, part.name
+    assert ingest_file(path, DAY, layout, catalog) == first
+    assert [p.name for p in layout.raw_events(DAY).iterdir()] == [first.raw_path.name]
+    assert len(read_raw_events(layout, [DAY])) == N_ROWS - 1
+
+
+def test_a_part_stored_under_an_earlier_stem_of_the_same_file_is_replaced_not_doubled(
+    tmp_path: Path, layout: Layout, catalog: pd.DataFrame
+) -> None:
+    """A file's parts are told by its path digest, not its stem: a part stored under another stem (as names were
+    made before stems were made safe) is the same source's, replaced on re-ingest, its rows no duplicates."""
+    path = events_file(tmp_path, "csv", good_rows())
+    first = ingest_file(path, DAY, layout, catalog)
+    earlier = first.raw_path.with_name("earlier stem" + first.raw_path.name.removeprefix("events"))
+    first.raw_path.rename(earlier)
+    again = ingest_file(path, DAY, layout, catalog)
+    assert again.accepted == N_ROWS and again.quarantined == 0
+    assert [p.name for p in layout.raw_events(DAY).iterdir()] == [first.raw_path.name]
+    assert len(read_raw_events(layout, [DAY])) == N_ROWS
 
 
 # --- file-level problems ------------------------------------------------------------------------
