@@ -170,7 +170,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     lines = [line.decode("utf-8", "backslashreplace") for line in raw]  # line numbers as the bytes count them
     numbers = [i for i, line in enumerate(lines, start=1) if line.strip()]
     try:
-        records = json.loads("[" + ",".join(lines[i - 1] for i in numbers) + "]", object_pairs_hook=_object)
+        records = json.loads("[" + ",".join(lines[i - 1] for i in numbers) + "]", object_pairs_hook=json_object)
     except (ValueError, RecursionError):  # ValueError: broken JSON, or an integer of more digits than Python reads
         records = [_json_line(lines[i - 1]) for i in numbers]  # one bad line: find it, keep the rest
     problems = [_line_problem(record) for record in records]
@@ -193,7 +193,8 @@ class RepeatedKeys(dict):
         self.key = key
 
 
-def _object(pairs: list[tuple[str, object]]) -> dict:
+def json_object(pairs: list[tuple[str, object]]) -> dict:
+    """`json.loads`'s object_pairs_hook for events: a `RepeatedKeys` when the object names a key twice."""
     seen: set[str] = set()
     for key, _ in pairs:
         name = readable_text(key).strip()
@@ -206,7 +207,7 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
 def _json_line(line: str) -> object:
     """The line's JSON value, or the exception that says why it has none."""
     try:
-        return json.loads(line, object_pairs_hook=_object)
+        return json.loads(line, object_pairs_hook=json_object)
     except (ValueError, RecursionError) as exc:
         return exc
 

@@ -24,13 +24,14 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from pipeline.core.config import Settings
 from pipeline.publish.files import store_health
+from pipeline.serve.intake import repeated_key_rows
 from pipeline.serve.models import BatchResult, EventBatch
 from pipeline.serve.refresh import published_mixes
 from pipeline.serve.service import Service
@@ -165,11 +166,16 @@ def create_app(settings: Settings, token: str | None, clock: Clock = utc_now) ->
     @v1.post("/events", status_code=202, response_model=BatchResult,
              responses={422: {"model": BatchResult, "description": "some rows rejected (the rest accepted)"},
                         413: {"description": "too many rows or too large a body"}})
-    async def events(batch: EventBatch) -> JSONResponse:
-        """Validate with the ingest rules, append good rows to the raw log, push them online; bad rows → reasons."""
+    async def events(batch: EventBatch, request: Request) -> JSONResponse:
+        """Validate with the ingest rules, append good rows to the raw log, push them online; bad rows → reasons (an
+        event naming a key twice: `malformed_line`, as in a file)."""
         if len(batch.events) > settings.api.max_batch_rows:
             raise HTTPException(413, f"{len(batch.events)} events > {settings.api.max_batch_rows} per batch")
-        result = await service.ingest_async(batch.events)
+        try:
+            malformed = repeated_key_rows(await request.body())
+        except (ValueError, RecursionError) as error:
+            raise HTTPException(422, str(error)) from None
+        result = await service.ingest_async(batch.events, malformed)
         return JSONResponse(result.model_dump(), status_code=422 if result.rejected else 202)
 
     @v1.get("/users/{user_id}/features", response_model=dict[str, Any])

@@ -16,6 +16,7 @@ import pandas as pd
 from pipeline.core import schema as s
 from pipeline.core.paths import Layout
 from pipeline.data.events import TEXT, api_part_name, batch_quarantine_name, rows_table, write_part, write_quarantine
+from pipeline.data.ingest import MALFORMED_LINE, RepeatedKeys, json_object
 from pipeline.serve.intake_lock import IntakeLock
 from pipeline.serve.models import BatchResult, EventIn, Scalar
 from pipeline.serve.stored_keys import StoredKeys
@@ -28,12 +29,13 @@ class Intake:
 
     rows: list[dict[str, str | None]]
     digest: str
+    malformed: frozenset[int] = frozenset()  # rows (0-based) naming a key twice: `MALFORMED_LINE`, whatever they hold
     result: BatchResult | None = None
     error: Exception | None = None  # set when this batch's own intake pass failed
 
     @classmethod
-    def of(cls, events: list[EventIn]) -> Intake:
-        return cls([event_text(e) for e in events], batch_digest(events))
+    def of(cls, events: list[EventIn], malformed: frozenset[int] = frozenset()) -> Intake:
+        return cls([event_text(e) for e in events], batch_digest(events, malformed), malformed)
 
     def answer(self) -> BatchResult:
         """The batch's result, once its intake pass has run; raises what failed that pass."""
@@ -67,6 +69,7 @@ class IntakePass:
     start: list[int] = field(init=False)  # batch r's rows: start[r]:start[r + 1]
     days: list[str] = field(init=False)  # row -> the day it is judged for
     reasons: list[str] = field(init=False)  # row -> "" (accepted) or the rules it failed
+    malformed: set[int] = field(init=False)  # rows naming a key twice
     fresh: dict[str, list[int]] = field(init=False)  # day -> accepted rows not stored before, in batch order
     staged: dict[str, set[Key]] = field(init=False)  # day -> their keys: duplicates for later groups
 
@@ -78,6 +81,7 @@ class IntakePass:
         self.rows = parse_rows([row for batch in self.batches for row in batch.rows])
         self.owner = [r for r, batch in enumerate(self.batches) for _ in batch.rows]
         self.start = [0, *accumulate(len(batch.rows) for batch in self.batches)]
+        self.malformed = {self.start[r] + i for r, batch in enumerate(self.batches) for i in batch.malformed}
         oldest = self.now - pd.Timedelta(days=self.window_days)
         self.days = [row_day(row, oldest.value, self.now.value, self.now.strftime("%Y-%m-%d")) for row in self.rows]
         self.reasons = [""] * len(self.rows)
@@ -120,6 +124,7 @@ class IntakePass:
             judged = judge_rows([self.rows[i] for i in at], day=day, catalog=self.catalog, as_of=self.now,
                                 existing_keys=self.keys.existing(folder, own, staged))
             for i, why in zip(at, judged, strict=True):
+                why = MALFORMED_LINE if i in self.malformed else why
                 self.reasons[i] = why
                 if not why and row_key(self.rows[i]) not in own:
                     self.fresh.setdefault(day, []).append(i)
@@ -163,9 +168,24 @@ def event_text(event: EventIn) -> dict[str, str | None]:
     return {c: _as_text(getattr(event, c)) for c in s.EVENT_COLUMNS}
 
 
-def batch_digest(events: list[EventIn]) -> str:
-    """Names the batch's quarantine part and its rows in a raw part: a retried batch is recognised."""
-    return hashlib.sha256(json.dumps([e.model_dump() for e in events], sort_keys=True).encode()).hexdigest()[:16]
+def batch_digest(events: list[EventIn], malformed: frozenset[int] = frozenset()) -> str:
+    """Names the batch's quarantine part and its rows in a raw part: a retried batch is recognised (a row naming a key
+    twice is not the row holding its last value only)."""
+    content = [e.model_dump() for e in events]
+    if malformed:
+        content = [content, sorted(malformed)]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def repeated_key_rows(body: bytes) -> frozenset[int]:
+    """The events (0-based) of a request body that name a key twice, as `dailymix ingest` finds them in a JSONL line:
+    which value such an event holds is anyone's guess, so it is malformed. Raises ValueError when the body's own
+    object names a key twice, or is not JSON (what the body's validation then refuses)."""
+    parsed = json.loads(body, object_pairs_hook=json_object)
+    if isinstance(parsed, RepeatedKeys):
+        raise ValueError(f"the body names {parsed.key[:80]!r} more than once")
+    events = parsed.get("events") if isinstance(parsed, dict) else None
+    return frozenset(i for i, e in enumerate(events if isinstance(events, list) else []) if isinstance(e, RepeatedKeys))
 
 
 def text_frame(rows: list[dict[str, str | None]], source_rows: list[int]) -> pd.DataFrame:

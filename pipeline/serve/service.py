@@ -44,16 +44,17 @@ class Service:
         with hold_intake_lock(self.settings.home) as lock:
             yield lock
 
-    def ingest(self, events: list[EventIn]) -> BatchResult:
+    def ingest(self, events: list[EventIn], malformed: frozenset[int] = frozenset()) -> BatchResult:
         """Validate per day, store good rows durably, quarantine bad ones, push the fresh last-10; returns when done.
-        Batches arriving while another is processed are handled together in the next pass."""
-        intake = Intake.of(events)
+        Batches arriving while another is processed are handled together in the next pass. The rows `malformed` names
+        (0-based; each named a key twice) are quarantined as `malformed_line`."""
+        intake = Intake.of(events, malformed)
         self.intake.submit(intake)
         return intake.answer()
 
-    async def ingest_async(self, events: list[EventIn]) -> BatchResult:
+    async def ingest_async(self, events: list[EventIn], malformed: frozenset[int] = frozenset()) -> BatchResult:
         """`ingest` for the event loop: the request waits for its intake pass without holding a thread."""
-        intake = Intake.of(events)
+        intake = Intake.of(events, malformed)
         await self.intake.submit_async(intake)
         return intake.answer()
 

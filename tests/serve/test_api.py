@@ -183,6 +183,27 @@ def test_a_lone_surrogate_in_any_field_is_a_row_reason_not_a_500(client: TestCli
     assert quarantine[field].tolist() == ["\\ud800"]  # kept as sent, escaped
 
 
+def test_an_event_naming_a_key_twice_is_a_malformed_row_as_in_a_file(client: TestClient, root: Settings) -> None:
+    """Which of two values an event holds is anyone's guess: that row only is refused (`malformed_line`, as `dailymix
+    ingest` quarantines such a JSONL line) and kept in quarantine; a body naming `events` twice is refused whole."""
+    good = json.dumps(event(25, 40, f"{DAY}T07:00:00Z"))
+    twice = json.dumps(event(25, 41, f"{DAY}T07:01:00Z"))[:-1] + ', "track_id": 42}'
+    spaced = json.dumps(event(25, 43, f"{DAY}T07:02:00Z"))[:-1] + ', " track_id ": 44}'
+    headers = {**AUTH, "content-type": "application/json"}
+    response = client.post("/v1/events", headers=headers, content=f'{{"events": [{good}, {twice}, {spaced}]}}')
+    assert response.status_code == 422
+    assert (response.json()["accepted"], response.json()["rejected"]) == (1, 2)
+    assert {e["index"]: e["reasons"] for e in response.json()["errors"]} == {1: ["malformed_line"],
+                                                                             2: ["malformed_line"]}
+    assert read_raw_events(Layout(root.home), [DAY]).query("user_id == 25")[s.TRACK_ID].tolist() == [40]
+    quarantine = pd.read_parquet(Layout(root.home).quarantine(DAY) / f"api-{response.json()['batch']}.parquet")
+    assert quarantine[s.QUARANTINE_REASON].tolist() == ["malformed_line", "malformed_line"]
+    last_value_only = json.dumps({"events": [event(25, 42, f"{DAY}T07:01:00Z")]})  # not a retry of the row above
+    assert client.post("/v1/events", headers=headers, content=last_value_only).status_code == 202
+    whole = client.post("/v1/events", headers=headers, content=f'{{"events": [{good}], "events": [{good}]}}')
+    assert whole.status_code == 422 and "'events' more than once" in whole.text
+
+
 def test_a_hostile_mix_id_is_refused_whatever_its_length(client: TestClient) -> None:
     for mix_id in [f"{DAY}/../../../../tmp/x:1:0", f"{DAY}:{'1' * 260}:0", "m" * 9_000]:
         batch = [event(13, 31, f"{DAY}T07:00:00Z", policy="exploit", mix_id=mix_id, position=0, propensity=1.0)]
