@@ -7,12 +7,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
-from pipeline.core.config import Settings, load_settings, redacted
+from pipeline.core.config import PASSWORD_MASK, Settings, load_settings, redacted, without_password
 
 USER_ERRORS = (OSError, ValueError, LookupError)  # what bad arguments, files and stores raise (pydantic's included)
+URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,6 +46,20 @@ def share(text: str) -> float:
 
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def database_error(error: BaseException) -> str | None:
+    """One line for a database that does not answer, a URL that does not parse or names a missing driver (the
+    driver's own first line, every URL in it without its password); None for any other error."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded whenever SQLAlchemy raised
+    if isinstance(error, ModuleNotFoundError):
+        return f"a driver the configured database needs is not installed ({one_line(error)})"
+    if sa_exc is None or not isinstance(error, sa_exc.SQLAlchemyError):
+        return None
+    cause = getattr(error, "orig", None) or error
+    line = next((part.strip() for part in str(cause).splitlines() if part.strip()), type(cause).__name__)
+    line = URL_IN_TEXT.sub(lambda url: without_password(url.group(0), PASSWORD_MASK), line)
+    return f"the database does not answer or its URL does not parse: {line}"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -78,6 +94,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                              contract_root=layout.home / "validation")
     except IngestError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        line = database_error(error)
+        if line is None or args.verbose:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 1
     print(report.summary())
     return 0
@@ -452,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        line = database_error(error)
+        if line is None or args.verbose:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 1
 
 

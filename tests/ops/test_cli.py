@@ -66,6 +66,18 @@ def test_every_user_error_is_one_line_and_a_non_zero_exit(tmp_path: Path, home: 
     assert "error" in err
 
 
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://dm:s3cret@127.0.0.1:1/dailymix",  # nothing listens on port 1
+                                 "postgresql+psycopg2://dm:s3cret@127.0.0.1:99999/dailymix",
+                                 "::not a url dm:s3cret", "nosuchdb://dm:s3cret@127.0.0.1/dailymix"])
+def test_a_publication_database_that_does_not_answer_is_one_line_without_its_password(home: Path, capsys, monkeypatch,
+                                                                                      url: str) -> None:
+    monkeypatch.setenv("DAILYMIX_PUBLISH_DB_URL", url)
+    code, out, err = run(capsys, "--home", str(home), "mixes", "1")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert "s3cret" not in err
+
+
 def test_a_nan_threshold_never_lets_a_fully_bad_file_pass(tmp_path: Path, home: Path, capsys) -> None:
     code, _, err = run(capsys, "--home", str(home), "ingest", str(events_csv(tmp_path)), "--date", DAY,
                        "--max-bad-share", "nan")
