@@ -53,4 +53,6 @@ def main(runs: list[dict]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(json.loads(sys.argv[1])))
+    from pipeline.core.process import exit_now
+
+    exit_now(main(json.loads(sys.argv[1])))

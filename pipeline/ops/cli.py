@@ -9,9 +9,11 @@ import logging
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 from pipeline.core.config import PASSWORD_MASK, Settings, load_settings, redacted, without_password
+from pipeline.core.process import exit_now
 
 USER_ERRORS = (OSError, ValueError, LookupError)  # what bad arguments, files and stores raise (pydantic's included)
 URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
@@ -483,5 +485,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The `dailymix` command: `main`, ended by `exit_now` (its exit code, without teardown aborts)."""
+    try:
+        code = main()
+    except SystemExit as leaving:
+        code = leaving.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
