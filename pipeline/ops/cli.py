@@ -97,12 +97,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except IngestError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
-    except Exception as error:
-        line = database_error(error)
-        if line is None or args.verbose:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        return 1
     print(report.summary())
     return 0
 
