@@ -142,6 +142,7 @@ def epoch_ms(ts: pd.Series) -> np.ndarray:
 
 USER_ROW = "user_row"  # position of the pair's user in the user feature table
 TRACK_ROW = "track_row"  # position of the pair's track in the track feature table
+Factors = tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]]  # `Embeddings.lookup()`
 
 
 def pair_features(
@@ -149,7 +150,7 @@ def pair_features(
     users: pd.DataFrame,
     tracks: pd.DataFrame,
     catalog: pd.DataFrame,
-    factors: tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]] | None,
+    factors: Factors | None,
     day: str,
 ) -> pd.DataFrame:
     """The ranker's inputs for (user, track) pairs — the single definition both paths use.
@@ -179,12 +180,11 @@ class PairFeatureTables:
     user_completion: np.ndarray
     track_plays: np.ndarray  # per track feature row
     track_skip_rate: np.ndarray
-    factors: tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]] | None
+    factors: FactorRows
 
     @classmethod
     def build(cls, users: pd.DataFrame, tracks: pd.DataFrame, catalog: pd.DataFrame,
-              factors: tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]] | None,
-              day: str) -> PairFeatureTables:
+              factors: Factors | None, day: str) -> PairFeatureTables:
         release = pd.to_datetime(catalog[s.RELEASE_DATE]).to_numpy()
         age_years = (pd.Timestamp(day).to_datetime64() - release) / np.timedelta64(365, "D")
         genres, moods = vocabulary(catalog, s.GENRE), vocabulary(catalog, s.MOOD)
@@ -201,7 +201,7 @@ class PairFeatureTables:
             user_completion=_numeric(users["completion"]),
             track_plays=_numeric(tracks["plays"]),
             track_skip_rate=_numeric(tracks["skip_rate"]),
-            factors=factors,
+            factors=FactorRows.of(factors),
         )
 
     def features(self, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -222,7 +222,7 @@ class PairFeatureTables:
                 "track_skip_rate": self.track_skip_rate[track_row],
                 "track_age_years": self.age_years[meta_row],
                 "duration_min": self.duration_min[meta_row],
-                "als_score": als_scores(pairs, self.factors),
+                "als_score": self.factors.scores(pairs),
                 "known": pairs["known"].to_numpy(dtype="float64"),
             }
         )
@@ -255,19 +255,42 @@ def _is_null(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def als_scores(
-    pairs: pd.DataFrame, factors: tuple[np.ndarray, np.ndarray, dict[int, int], dict[int, int]] | None
-) -> np.ndarray:
+def als_scores(pairs: pd.DataFrame, factors: Factors | None) -> np.ndarray:
     """Dot product of user and track embeddings; 0 where either is unknown."""
-    if factors is None:
-        return np.zeros(len(pairs))
-    user_factors, item_factors, user_row, item_row = factors
-    u = pairs[s.USER_ID].map(user_row).to_numpy(dtype="float64")
-    t = pairs[s.TRACK_ID].map(item_row).to_numpy(dtype="float64")
-    ok = ~(np.isnan(u) | np.isnan(t))
-    out = np.zeros(len(pairs))
-    out[ok] = np.einsum("ij,ij->i", user_factors[u[ok].astype(int)], item_factors[t[ok].astype(int)])
-    return out
+    return FactorRows.of(factors).scores(pairs)
+
+
+@dataclass(frozen=True)
+class FactorRows:
+    """Embedding rows found by id through indexes built once: `Series.map(dict)` converts the whole (catalog-sized)
+    dict on every call, which a shard would pay once per block."""
+
+    user_factors: np.ndarray | None
+    item_factors: np.ndarray | None
+    user_index: pd.Index  # user id -> position in user_rows
+    user_rows: np.ndarray
+    item_index: pd.Index
+    item_rows: np.ndarray
+
+    @classmethod
+    def of(cls, factors: Factors | None) -> FactorRows:
+        if factors is None:
+            return cls(None, None, pd.Index([]), np.zeros(0, dtype=np.int64), pd.Index([]), np.zeros(0, dtype=np.int64))
+        user_factors, item_factors, user_row, item_row = factors
+        return cls(user_factors, item_factors, pd.Index(list(user_row)), np.fromiter(user_row.values(), dtype=np.int64),
+                   pd.Index(list(item_row)), np.fromiter(item_row.values(), dtype=np.int64))
+
+    def scores(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Dot product of each pair's user and track embeddings; 0 where either is unknown."""
+        out = np.zeros(len(pairs))
+        if self.user_factors is None or self.item_factors is None:
+            return out
+        u = self.user_index.get_indexer(pairs[s.USER_ID])
+        t = self.item_index.get_indexer(pairs[s.TRACK_ID])
+        ok = (u >= 0) & (t >= 0)
+        users, items = self.user_factors[self.user_rows[u[ok]]], self.item_factors[self.item_rows[t[ok]]]
+        out[ok] = np.einsum("ij,ij->i", users, items)
+        return out
 
 
 def mark_known(pairs: pd.DataFrame, history: pd.DataFrame, before: pd.Series | pd.Timestamp) -> pd.Series:
