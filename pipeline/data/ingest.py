@@ -273,7 +273,6 @@ def _arrow_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(values, type=pa.string())])
 
 
-
 def _holds_bytes(kind: pa.DataType) -> bool:
     return any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
                                        pa.types.is_large_binary, pa.types.is_fixed_size_binary))
@@ -295,6 +294,7 @@ def _utf8_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
     values = [None if v is None else v.decode("utf-8", "backslashreplace") for v in column.to_pylist()]
     return pa.chunked_array([pa.array(values, type=pa.string())])
+
 
 # --- ingest -------------------------------------------------------------------------------------
 

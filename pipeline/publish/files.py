@@ -240,8 +240,9 @@ def _read_version(directory: Path, name: str) -> tuple[dict, pd.DataFrame]:
     """A manifest and the slots it names, checked against each other; raises what a damaged one raises."""
     manifest = _checked_manifest(read_json(directory / name), directory)
     mixes_file = manifest["mixes_file"]
-    _check_columns(pq.read_schema(directory / mixes_file), mixes_file)
-    slots = pd.read_parquet(directory / mixes_file)
+    table = pq.read_table(directory / mixes_file)
+    _check_columns(table.schema, mixes_file)
+    slots = table.to_pandas()
     if len(slots) != manifest["slots"]:
         raise ValueError(f"{mixes_file} holds {len(slots)} slots, the manifest {manifest['slots']}")
     return manifest, slots
